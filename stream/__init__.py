@@ -1,0 +1,1 @@
+"""Stream side: event schema, history step, sample codec, producer, worker."""

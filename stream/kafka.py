@@ -1,0 +1,67 @@
+"""Kafka client settings and topic set-up, shared by the producer, the worker and tools."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def aio_kwargs(settings: Settings) -> dict:
+    """Connection kwargs for aiokafka clients (TLS through an SSL context)."""
+    kwargs = settings.kafka_common()
+    if "SSL" in settings.security_protocol:
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile)
+    return kwargs
+
+
+def sync_kwargs(settings: Settings) -> dict:
+    """Connection kwargs for kafka-python clients."""
+    kwargs = settings.kafka_common()
+    if settings.ssl_cafile:
+        kwargs["ssl_cafile"] = settings.ssl_cafile
+    return kwargs
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    p = settings.partitions
+    return [
+        NewTopic(settings.events_topic, p, 1),
+        NewTopic(settings.samples_topic, p, 1),
+        NewTopic(settings.dlq_topic, 1, 1),
+        # Compacted: the latest history per user is all a restore needs. Never time-expire it.
+        NewTopic(settings.changelog_topic, p, 1, topic_configs={"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the project's topics if missing; fail loudly if events and changelog disagree
+    on partition count (a user's history would land on the wrong partition)."""
+    admin = AIOKafkaAdminClient(**aio_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in missing])
+        described = await admin.describe_topics([settings.events_topic, settings.changelog_topic])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(f"expected {settings.events_topic} and {settings.changelog_topic} to have the same "
+                               f"number of partitions, got {counts}")
+    finally:
+        await admin.close()
+
+
+def ensure_topics_sync(settings: Settings) -> None:
+    asyncio.run(ensure_topics(settings))

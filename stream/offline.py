@@ -1,0 +1,46 @@
+"""The stream's step, run over a finite event source in memory: the one code path that
+`unisar fit`, tests and benchmarks use to turn events into histories and samples exactly
+as the worker would (same validation, same history step, same sample codec)."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from stream import history as hist
+from stream import samples
+from stream.events import Event, Rejection, parse_event
+
+
+@dataclass
+class OfflineStream:
+    """Replays raw event values in order; each value's position plays the Kafka offset."""
+
+    limits: hist.Limits = hist.Limits()
+    histories: dict[int, bytes] = field(default_factory=dict)
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+
+    def feed(self, raw_values: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield encoded samples; histories and rejections accumulate on self."""
+        for offset, raw in enumerate(raw_values):
+            event = parse_event(raw)
+            if isinstance(event, Rejection):
+                self.rejected.append((offset, event))
+                continue
+            yield from self.feed_event(event, offset)
+
+    def feed_event(self, event: Event, offset: int, ingest_ms: int = 0) -> Iterator[bytes]:
+        before = self.histories.get(event.user, hist.EMPTY)
+        after, sample = samples.step(before, event, offset, self.limits, ingest_ms)
+        if after is not None:
+            self.histories[event.user] = after
+        if sample is not None:
+            yield sample
+
+
+def read_jsonl_values(path: str) -> Iterator[bytes]:
+    """Raw lines of a JSONL event file (blank lines skipped), as the producer would send them."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                yield line
