@@ -65,3 +65,28 @@ async def ensure_topics(settings: Settings) -> None:
 
 def ensure_topics_sync(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
+
+
+async def read_to_end(consumer, tps: list, on_records, timeout_s: float = 60.0) -> None:
+    """Read the assigned partitions `tps` from their current positions up to their ends,
+    calling `on_records(tp, records)` for each fetched chunk.
+
+    The end is the high watermark that fetch responses report, not ListOffsets: the embedded
+    Tansu broker answers ListOffsets(latest) with the last batch's base offset + 1, which
+    stops short of the real end whenever a batch holds more than one record.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    pending = set(tps)
+    while pending:
+        fetched = await consumer.getmany(*pending, timeout_ms=300, max_records=10_000)
+        for tp, records in fetched.items():
+            if records:
+                on_records(tp, records)
+        for tp in list(pending):
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) >= high:
+                pending.discard(tp)
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {sorted(str(tp) for tp in pending)} to the end in {timeout_s} s")

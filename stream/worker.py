@@ -29,7 +29,7 @@ from state.store import HistoryStore
 from stream import history as hist
 from stream import samples
 from stream.events import Event, Rejection, parse_event
-from stream.kafka import aio_kwargs
+from stream.kafka import aio_kwargs, read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -255,35 +255,28 @@ async def restore_from_changelog(settings: Settings, store: HistoryStore, partit
     """Bring the local store up to the changelog's end for `partitions`: read each from the
     position this store last saw, keep a record when it is newer (higher last applied offset)
     than the local history. Returns how many histories changed."""
-    topic = settings.changelog_topic
-    tps = [TopicPartition(topic, p) for p in partitions]
+    tps = [TopicPartition(settings.changelog_topic, p) for p in partitions]
     consumer = AIOKafkaConsumer(**aio_kwargs(settings), enable_auto_commit=False, group_id=None,
-                                max_poll_records=5000)
+                                fetch_max_wait_ms=100)
     await consumer.start()
     changed = 0
+
+    def apply(tp: TopicPartition, records: list) -> None:
+        nonlocal changed
+        newest = {int.from_bytes(r.key, "big"): r.value for r in records}
+        users = list(newest)
+        updates = {}
+        for user, local in zip(users, store.get_many(users)):
+            if local is None or hist.last_offset(newest[user]) > hist.last_offset(local):
+                updates[user] = newest[user]
+        store.apply(updates, {f"changelog/{tp.partition}": records[-1].offset})
+        changed += len(updates)
+
     try:
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         for tp in tps:
-            start = (store.get_meta(f"changelog/{tp.partition}") or -1) + 1
-            if start >= ends[tp]:
-                continue
-            consumer.seek(tp, start)
-            while (await consumer.position(tp)) < ends[tp]:
-                fetched = await consumer.getmany(tp, timeout_ms=1000)
-                records = fetched.get(tp, [])
-                newest: dict[int, bytes] = {}
-                for rec in records:
-                    newest[int.from_bytes(rec.key, "big")] = rec.value
-                users = list(newest)
-                updates = {}
-                for user, local in zip(users, store.get_many(users)):
-                    value = newest[user]
-                    if local is None or hist.last_offset(value) > hist.last_offset(local):
-                        updates[user] = value
-                if records:
-                    store.apply(updates, {f"changelog/{tp.partition}": records[-1].offset})
-                changed += len(updates)
+            consumer.seek(tp, (store.get_meta(f"changelog/{tp.partition}") or -1) + 1)
+        await read_to_end(consumer, tps, apply)
     finally:
         await consumer.stop()
     return changed

@@ -1,0 +1,77 @@
+"""Shared fixtures: one embedded broker per test session (the same code as `unisar broker`),
+fresh topic names per test, and a way to run `unisar worker` as a real process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ops.broker import EmbeddedBroker, free_port
+from ops.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+def settings(broker, tmp_path) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        brokers=broker.bootstrap, events_topic=f"ev-{tag}", samples_topic=f"sm-{tag}", dlq_topic=f"dlq-{tag}",
+        changelog_topic=f"cl-{tag}", group=f"g-{tag}", state_dir=str(tmp_path / "state"), partitions=4,
+        metrics_port=0,
+    )
+
+
+def settings_env(settings: Settings, **overrides) -> dict[str, str]:
+    values = settings.model_dump() | overrides
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISAR_")}
+    env.update({f"UNISAR_{k.upper()}": str(v) for k, v in values.items() if v is not None})
+    return env
+
+
+class WorkerProcess:
+    """`unisar worker` in its own process, so tests can SIGTERM or kill -9 it."""
+
+    def __init__(self, settings: Settings, log_path: Path, **overrides) -> None:
+        self.metrics_port = free_port()
+        env = settings_env(settings, metrics_port=self.metrics_port, **overrides)
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker"], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()  # SIGKILL: no clean-up at all
+        self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, **overrides) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", **overrides)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.kill()
