@@ -31,6 +31,19 @@ class SourceUnavailable(Exception):
     """A data set could not be obtained (offline, missing file, missing optional package)."""
 
 
+def require_pyarrow(purpose: str):
+    """Import pyarrow for parquet, or raise SourceUnavailable saying how to get it."""
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SourceUnavailable(
+            f"{purpose} needs the optional package pyarrow, which is not installed "
+            "(pip install pyarrow), or use JSONL instead"
+        ) from None
+    return pq
+
+
 def show(value: object, limit: int = 60) -> str:
     """A short repr of a bad value for an error message."""
     text = repr(value)
