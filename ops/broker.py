@@ -25,7 +25,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _answers(host: str, port: int) -> bool:
+def answers_kafka(host: str, port: int) -> bool:
     """True once the broker answers a Kafka ApiVersions request (not just a TCP accept)."""
     # ApiVersions v0: size, api_key=18, version=0, correlation_id=1, client_id=""
     request = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big") + (0).to_bytes(2, "big")
@@ -51,7 +51,7 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
-        if _answers(self.host, self.port):
+        if answers_kafka(self.host, self.port):
             raise RuntimeError(f"port {self.port} already answers as a Kafka broker; choose another --port")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -60,7 +60,7 @@ class EmbeddedBroker:
         # Own process group, so stop() reaches anything the broker spawns.
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not _answers(self.host, self.port):
+        while not answers_kafka(self.host, self.port):
             if self._proc.poll() is not None:
                 raise RuntimeError(f"embedded broker exited with code {self._proc.returncode} (command: {' '.join(cmd)})")
             if time.monotonic() > deadline:

@@ -43,3 +43,19 @@ class WorkerMetrics:
 
 def fresh_registry() -> CollectorRegistry:
     return CollectorRegistry()
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict[str, float]:
+    """Read a /metrics endpoint; returns {sample name: value summed over its labels}, e.g.
+    {"unisar_events_total": 10200.0, ...}. For demos and tests; Prometheus does the rest."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals

@@ -10,6 +10,7 @@ def register(sub) -> None:
                                    "owns it) and print the user's history in time order.")
     p.add_argument("--user", required=True, help="the raw user id, as in the events (e.g. u42)")
     p.add_argument("--state-dir", default=None, help="RocksDB directory (default ./state-data)")
+    p.add_argument("--events", help="an event file (JSONL) to translate hashed ids back to raw item ids and words")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -41,22 +42,59 @@ def run(args: argparse.Namespace) -> int:
         print(f"no history stored for user {args.user!r}")
         return 1
     history = hist.decode(raw)
+    names = _raw_names(args.events, history) if args.events else {}
+
+    def show(ids) -> list:
+        return [names.get(i, i) for i in ids]
+
     rows = []
     for b in history.mixed():
         when = datetime.fromtimestamp(b.ts / 1000, timezone.utc).isoformat(timespec="milliseconds")
         if isinstance(b, hist.RecBehaviour):
-            rows.append({"ts": b.ts, "time": when, "type": "rec", "item": b.item})
+            rows.append({"ts": b.ts, "time": when, "type": "rec", "item": show([b.item])[0]})
         else:
-            rows.append({"ts": b.ts, "time": when, "type": "search", "query": list(b.query), "clicks": list(b.clicks)})
+            rows.append({"ts": b.ts, "time": when, "type": "search", "query": show(b.query), "clicks": show(b.clicks)})
     if args.json:
         print(orjson.dumps({"user": args.user, "last_offset": history.last_offset, "behaviours": rows}).decode())
         return 0
     print(f"user {args.user} (id {user_id(args.user)}): {len(history.rec)} rec, {len(history.search)} search "
           f"behaviours; last applied offset {history.last_offset}")
-    print("ids are the stable 64-bit hashes of the raw ids (stream.ids)")
+    if not names:
+        print("ids are the stable 64-bit hashes of the raw ids (stream.ids); --events FILE shows raw ids")
     for r in rows:
         if r["type"] == "rec":
             print(f"  {r['time']}  rec     item {r['item']}")
         else:
             print(f"  {r['time']}  search  query {r['query']}  clicks {r['clicks']}")
     return 0
+
+
+def _raw_names(path: str, history) -> dict[int, str]:
+    """Map the hashed ids of `history` back to raw ids by hashing those found in `path`."""
+    import orjson
+
+    from ops.commands._common import fail
+    from stream.ids import item_id, word_id
+
+    wanted = {b.item for b in history.rec} | {i for b in history.search for i in (*b.query, *b.clicks)}
+    names: dict[int, str] = {}
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                query = event.get("query")
+                words = query.lower().split() if isinstance(query, str) else query if isinstance(query, list) else []
+                for raw in [event.get("item"), *(event.get("clicks") or [])]:
+                    if isinstance(raw, (str, int)) and item_id(raw) in wanted:
+                        names[item_id(raw)] = str(raw)
+                for raw in words:
+                    if isinstance(raw, (str, int)) and word_id(raw) in wanted:
+                        names[word_id(raw)] = str(raw)
+    except OSError as exc:
+        fail(f"cannot read --events {path!r}: {exc.strerror}")
+    return names

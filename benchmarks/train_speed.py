@@ -1,0 +1,140 @@
+"""UniSAR training and evaluation throughput at the paper's shapes (KuaiSAR).
+
+One training step = one rec batch of 1,024 samples + one search batch of 88 (the search
+batch the reference derives for KuaiSAR so both tasks finish an epoch together), full
+30 + 30 histories, ~2 clicks per search behaviour, 1-5 words per query, 1,024 L_Rel
+negative items and queries, d = 64, tables of KuaiSAR size (22,700 users, 673,416 items,
+394,912 words). A timed step is the learner's real path, `learn_many(samples)`: collating
+Sample objects, id mapping, negative sampling, forward, backward, both optimisers.
+train samples/s counts rec samples: 1,024 per step (each carrying its share of the 88
+search samples). Evaluation scores rec samples against 100 candidates (1 true + 99
+sampled), `score(samples)` end to end.
+
+Items and words are drawn uniformly from the tables by default: the worst case, where
+almost no (query, item) pair repeats inside a batch (`--zipf 1.0` draws them with a
+Zipf-like popularity instead, as real logs are).
+
+    python benchmarks/train_speed.py [--steps 8 --device cpu|cuda --zipf 0]
+Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from model.learner import Learner
+from stream.history import History, RecBehaviour, SearchBehaviour
+from stream.samples import Sample
+
+KUAISAR = dict(n_users=22_700, n_items=673_416, n_words=394_912)
+REC_BATCH, SEARCH_BATCH, EVAL_BATCH = 1024, 88, 512
+ANCHORS = "reference implementation: ~120 train samples/s and ~235 eval samples/s on this 2-core CPU; ~5,900 train samples/s on an RTX 3090"
+
+
+class Draw:
+    """Ids uniform over a table, or Zipf-like (rank r drawn with weight 1 / r^s)."""
+
+    def __init__(self, rng: np.random.Generator, n: int, zipf: float) -> None:
+        self.rng, self.n = rng, n
+        self.cdf = None
+        if zipf > 0:
+            w = 1.0 / np.arange(1, n) ** zipf
+            self.cdf = np.cumsum(w) / w.sum()
+            self.perm = rng.permutation(np.arange(1, n))  # popular ids scattered over the table
+
+    def __call__(self, size) -> np.ndarray:
+        if self.cdf is None:
+            return self.rng.integers(1, self.n, size)
+        return self.perm[np.searchsorted(self.cdf, self.rng.random(size))]
+
+
+def make_samples(rng: np.random.Generator, n: int, task: str, items: Draw, words: Draw) -> list[Sample]:
+    out = []
+    t0 = 1_700_000_000_000
+    for i in range(n):
+        ts = t0 + np.sort(rng.integers(0, 10**9, 60))
+        kinds = rng.permutation(np.repeat([0, 1], 30))  # 30 rec and 30 search behaviours, interleaved
+        rec_ts, search_ts = ts[kinds == 0], ts[kinds == 1]
+        rec = tuple(RecBehaviour(int(t), int(x)) for t, x in zip(rec_ts, items(30)))
+        n_words, n_clicks = rng.integers(1, 6, 30), rng.integers(1, 4, 30)  # mean 3 words, 2 clicks
+        search = tuple(
+            SearchBehaviour(int(t), tuple(words(int(w)).tolist()), tuple(items(int(c)).tolist()))
+            for t, w, c in zip(search_ts, n_words, n_clicks)
+        )
+        target = tuple(items(1 if task == "rec" else 2).tolist())
+        query = tuple(words(3).tolist()) if task == "search" else ()
+        out.append(Sample(f"b{i}", int(rng.integers(1, KUAISAR["n_users"])), t0 + 10**10, task, target, 1, query,
+                          History(-1, rec, search)))
+    return out
+
+
+def fill(samples: list[Sample]) -> tuple[float, float, float]:
+    rec = np.mean([len(s.history.rec) for s in samples]) / 30
+    search = np.mean([len(s.history.search) for s in samples]) / 30
+    clicks = np.mean([len(b.clicks) for s in samples for b in s.history.search])
+    return rec, search, clicks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
+    p.add_argument("--eval-batches", type=int, default=4)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--zipf", type=float, default=0.0, help="0: uniform ids (default); s > 0: Zipf-like popularity")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: expected a CUDA device, found none")
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    items, words = Draw(rng, KUAISAR["n_items"], args.zipf), Draw(rng, KUAISAR["n_words"], args.zipf)
+
+    n_data = 4  # distinct step batches, cycled
+    print(f"building {n_data} steps of {REC_BATCH} rec + {SEARCH_BATCH} search samples ...", flush=True)
+    steps = [make_samples(rng, REC_BATCH, "rec", items, words) + make_samples(rng, SEARCH_BATCH, "search", items, words)
+             for _ in range(n_data)]
+    rec_fill, search_fill, clicks = fill(steps[0])
+    print(f"history fill: rec {rec_fill:.0%}, search {search_fill:.0%} of 30 slots; "
+          f"{clicks:.2f} clicks per search behaviour; ids {'uniform' if not args.zipf else f'zipf s={args.zipf}'}")
+
+    learner = Learner("unisar", seed=args.seed, device=args.device, **KUAISAR)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    for s in steps[:2]:  # warm-up
+        learner.learn_many(s)
+    sync()
+    start = time.perf_counter()
+    for i in range(args.steps):
+        learner.learn_many(steps[i % n_data])
+    sync()
+    step_s = (time.perf_counter() - start) / args.steps
+    train_rate = REC_BATCH / step_s
+    print(f"train: {step_s * 1e3:.0f} ms per step -> {train_rate:,.0f} rec samples/s "
+          f"({(REC_BATCH + SEARCH_BATCH) / step_s:,.0f} rec+search samples/s)")
+
+    eval_sets = [make_samples(rng, EVAL_BATCH, "rec", items, words) for _ in range(args.eval_batches)]
+    learner.score(eval_sets[0])
+    sync()
+    start = time.perf_counter()
+    for s in eval_sets:
+        learner.score(s)
+    sync()
+    eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
+    print(f"eval: {eval_rate:,.0f} samples/s (100 candidates each)")
+    print(f"anchors: {ANCHORS}")
+    print("targets: >= 1,200 train samples/s on this CPU; >= 30,000 on an H100 (--device cuda)")
+
+    where = "cpu" if args.device == "cpu" else "cuda"
+    print(json.dumps([
+        {"metric": f"train_samples_per_s_{where}", "value": round(train_rate, 1), "unit": "samples/s",
+         "target": 1200 if where == "cpu" else 30000},
+        {"metric": f"eval_samples_per_s_{where}", "value": round(eval_rate, 1), "unit": "samples/s", "target": None},
+    ]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The `unisar` commands, run the way a user runs them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from eventgen import valid_events
+
+from ops.broker import answers_kafka
+from ops.cli import build_parser, main
+from ops.commands import COMMANDS
+from state.store import RocksHistoryStore
+from stream.offline import OfflineStream
+
+
+def test_every_command_has_help(capsys):
+    names = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    assert {"broker", "produce", "worker", "inspect", "data", "demo"} <= names <= set(COMMANDS)
+    for name in names:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: unisar" in capsys.readouterr().out
+
+
+def test_inspect_prints_a_users_history_with_raw_ids(tmp_path, capsys):
+    events = [e for e in valid_events(400, users=5, seed=3)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    stream = OfflineStream()
+    list(stream.feed(orjson.dumps(e) for e in events))
+    with RocksHistoryStore(tmp_path / "db") as store:
+        store.apply(stream.histories)
+    assert main(["inspect", "--user", "u1", "--state-dir", str(tmp_path / "db"), "--events", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("user u1") and " rec " in out and " search " in out
+    clicked = {e["item"] for e in events if e["user"] == "u1" and e["type"] == "rec" and e["click"]}
+    assert any(item in out for item in clicked)
+    assert main(["inspect", "--user", "nobody", "--state-dir", str(tmp_path / "db")]) == 1
+
+
+def test_inspect_without_a_store_says_what_it_expected(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", "--user", "u1", "--state-dir", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "expected a RocksDB directory" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_produce_sends_valid_lines_and_reports_bad_ones_by_line(settings, tmp_path, capsys, monkeypatch):
+    for key, value in settings.model_dump().items():
+        monkeypatch.setenv(f"UNISAR_{key.upper()}", str(value))
+    lines = [orjson.dumps(e) for e in valid_events(5, users=2)]
+    lines.insert(2, b"{not json")
+    lines.insert(4, b'{"v":1,"event_id":"x","user":"u1","ts":1700000000000,"type":"rec","item":"i1","click":7}')
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["produce", "--file", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "sent 5 events" in out and "2 invalid lines" in out
+    assert "line 3: decode: expected one JSON object per line" in out
+    assert "line 5: validate: expected click to be 0 or 1, got 7" in out
+    assert main(["produce", "--file", str(path), "--no-progress", "--strict"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["produce", "--file", str(tmp_path / "nope.jsonl")])
+    assert exit_info.value.code == 2 and "cannot read --file" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--events", "4000", "--users", "300",
+                           "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["events_sent"] == 4000 and summary["applied"] == 4000
+    assert 0 < summary["samples"] <= 4000 and summary["dead_letters"] == 0
+    # nothing left running: the worker is gone and the broker's port no longer answers
+    with pytest.raises(ProcessLookupError):
+        os.kill(summary["worker_pid"], 0)
+    host, port = summary["broker"].split(":")
+    assert not answers_kafka(host, int(port))
