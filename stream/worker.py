@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from ops.metrics import WorkerMetrics
 from ops.settings import Settings
@@ -101,7 +102,7 @@ class StreamWorker(ConsumerRebalanceListener):
         self.metrics = metrics
         self.limits = hist.Limits(settings.max_rec, settings.max_search, settings.max_clicks)
         self.pending = Pending()
-        self._commit_lock = asyncio.Lock()
+        self._state_lock = asyncio.Lock()  # guards `pending` across awaits
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._sender: BatchSender | None = None
@@ -138,8 +139,13 @@ class StreamWorker(ConsumerRebalanceListener):
         last_commit = time.monotonic()
         while not stop.is_set():
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.max_poll_records)
-            for tp, messages in fetched.items():
-                await self.process(tp, messages)
+            # The lock keeps a rebalance's commit from cutting through a fetch half-processed;
+            # records of a partition revoked meanwhile are dropped (its new owner reads them).
+            async with self._state_lock:
+                owned = self._consumer.assignment()
+                for tp, messages in fetched.items():
+                    if messages and tp in owned:
+                        await self.process(tp, messages)
             if self.pending and time.monotonic() - last_commit >= self.settings.commit_interval_s:
                 await self.commit()
                 last_commit = time.monotonic()
@@ -148,7 +154,8 @@ class StreamWorker(ConsumerRebalanceListener):
     # ---- the hot path ----------------------------------------------------------------------
 
     async def process(self, tp: TopicPartition, messages: list) -> None:
-        """Step every message of one partition's fetch; emit samples and dead letters."""
+        """Step every message of one partition's fetch; emit samples and dead letters.
+        Call with the state lock held."""
         s, pending, events_total = self.settings, self.pending, self.metrics.events
         ingest_ms = int(time.time() * 1000)
         parsed: list[tuple[Event, int]] = []
@@ -212,7 +219,7 @@ class StreamWorker(ConsumerRebalanceListener):
         A crash between 2 and 3 replays events whose offsets the histories already hold:
         they are skipped. Nothing read is lost, because offsets move only after 1 and 2.
         """
-        async with self._commit_lock:
+        async with self._state_lock:
             pending, self.pending = self.pending, Pending()
             if not pending:
                 return
@@ -223,7 +230,12 @@ class StreamWorker(ConsumerRebalanceListener):
             last = await self._sender.flush()
             meta = {f"changelog/{p}": off for (t, p), off in last.items() if t == topic}
             await asyncio.to_thread(self.store.apply, pending.histories, meta)
-            await self._consumer.commit(pending.positions)
+            try:
+                await self._consumer.commit(pending.positions)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance took the partitions first. Safe: the state is stored with each
+                # user's last offset, so whoever reads these events again skips them.
+                log.warning("offset commit refused (%s); the events will be redelivered and skipped", exc)
             done = time.time()
             for ts in pending.event_times:
                 self.metrics.processing.observe(max(0.0, done - ts))
@@ -275,7 +287,8 @@ async def restore_from_changelog(settings: Settings, store: HistoryStore, partit
     try:
         consumer.assign(tps)
         for tp in tps:
-            consumer.seek(tp, (store.get_meta(f"changelog/{tp.partition}") or -1) + 1)
+            seen = store.get_meta(f"changelog/{tp.partition}")
+            consumer.seek(tp, 0 if seen is None else seen + 1)
         await read_to_end(consumer, tps, apply)
     finally:
         await consumer.stop()
