@@ -41,6 +41,57 @@ class WorkerMetrics:
         return server.server_port
 
 
+
+TASKS = ("rec", "search")
+LOSS_TERMS = ("click", "rel", "align", "total")
+HR_KS = (1, 5, 10)
+NDCG_KS = (5, 10)
+MODES = ("prequential", "offline")
+ID_TABLES = ("users", "items", "words")
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20, 30, 60, 120, 300)
+
+
+class TrainerMetrics:
+    """The continual trainer's metrics. Quality is exported as gauges of the latest window
+    (prequential: test-then-train over a sliding window; offline: the held-out protocol)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.loss = Gauge("unisar_train_loss", "Latest value of each joint loss term per task "
+                          "(click = BCE, rel = L_Rel, align = L_Align, total)", ["task", "term"], registry=registry)
+        self.hr = Gauge("unisar_hr", "Hit ratio at k per task and mode", ["task", "k", "mode"], registry=registry)
+        self.ndcg = Gauge("unisar_ndcg", "NDCG at k per task and mode", ["task", "k", "mode"], registry=registry)
+        self.samples = Counter("unisar_train_samples_total", "Samples trained on, by task", ["task"],
+                               registry=registry)
+        self.steps = Counter("unisar_train_steps_total", "Optimiser steps taken by this process", registry=registry)
+        self.model_step = Gauge("unisar_model_step", "The model's step count (continues across restarts)",
+                                registry=registry)
+        self.batch_size = Gauge("unisar_train_batch_size", "Samples in the latest training batch", registry=registry)
+        self.step_seconds = Histogram("unisar_train_step_seconds", "Seconds one test-then-train step takes",
+                                      buckets=LATENCY_BUCKETS, registry=registry)
+        self.freshness = Histogram("unisar_freshness_seconds", "Seconds from an event's ingest by the stream "
+                                   "worker to the training step that learned from it",
+                                   buckets=FRESHNESS_BUCKETS, registry=registry)
+        self.table_rows = Gauge("unisar_embedding_rows", "Rows of each embedding id table", ["table"],
+                                registry=registry)
+        self.table_used = Gauge("unisar_embedding_rows_used", "Rows holding an id", ["table"], registry=registry)
+        self.evictions = Counter("unisar_embedding_evictions_total", "Rows recycled for new ids", ["table"],
+                                 registry=registry)
+        self.lag = Gauge("unisar_trainer_consumer_lag", "Samples not yet read, per samples partition",
+                         ["partition"], registry=registry)
+        self.nonfinite = Counter("unisar_train_nonfinite_loss_total", "Steps whose loss was NaN or infinite "
+                                 "(skipped)", registry=registry)
+        self.checkpoints = Counter("unisar_checkpoints_total", "Checkpoints written", registry=registry)
+        self.last_checkpoint = Gauge("unisar_last_checkpoint_timestamp_seconds", "Unix time of the newest "
+                                     "checkpoint", registry=registry)
+        self.offline_eval_seconds = Histogram("unisar_offline_eval_seconds", "Seconds one offline evaluation "
+                                              "takes", buckets=LATENCY_BUCKETS, registry=registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server.server_port
+
+
 def fresh_registry() -> CollectorRegistry:
     return CollectorRegistry()
 
