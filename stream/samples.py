@@ -7,8 +7,8 @@ Binary layout v1 (little-endian), one sample per Kafka message:
   u8 n_items | n_items x i64 item | u8 n_query | n_query x i64 word |
   history (the user's history *before* this event, stream.history layout, to the end)
 `items` is the target: the one rec item, or a search's clicked items. `label` is 1 for a
-click, 0 for a rec exposure without a click (a real negative). `ingest_ms` is when the
-worker read the event (for freshness). Ids are the stable 64-bit hashes of stream.ids.
+click, 0 for a rec exposure without a click (a real negative). `ingest_ms` is the
+event's Kafka timestamp, when it entered the stream (freshness counts from there). Ids are the stable 64-bit hashes of stream.ids.
 Delivery is at least once: after a crash a sample can repeat; `event_id` identifies it.
 """
 from __future__ import annotations

@@ -157,17 +157,16 @@ class StreamWorker(ConsumerRebalanceListener):
         """Step every message of one partition's fetch; emit samples and dead letters.
         Call with the state lock held."""
         s, pending, events_total = self.settings, self.pending, self.metrics.events
-        ingest_ms = int(time.time() * 1000)
-        parsed: list[tuple[Event, int]] = []
+        parsed: list[tuple[Event, int, int]] = []
         for msg in messages:
             event = parse_event(msg.value, msg.key)
             if isinstance(event, Rejection):
                 await self._dead_letter(tp, msg, event)
             else:
-                parsed.append((event, msg.offset))
+                parsed.append((event, msg.offset, msg.timestamp))
             pending.event_times.append(msg.timestamp / 1000)
 
-        cold = list({e.user for e, _ in parsed if e.user not in pending.histories})
+        cold = list({e.user for e, _, _ in parsed if e.user not in pending.histories})
         for user, value in zip(cold, self.store.get_many(cold)):
             pending.histories[user] = value or hist.EMPTY
             pending.partition_of[user] = tp.partition
@@ -178,8 +177,8 @@ class StreamWorker(ConsumerRebalanceListener):
         applied = {"rec": 0, "search": 0}
         duplicates = {"rec": 0, "search": 0}
         emitted = {"rec": 0, "search": 0}
-        for event, offset in parsed:
-            after, sample = samples.step(pending.histories[event.user], event, offset, self.limits, ingest_ms)
+        for event, offset, kafka_ms in parsed:
+            after, sample = samples.step(pending.histories[event.user], event, offset, self.limits, kafka_ms)
             if after is None:
                 duplicates[event.kind] += 1
                 continue
