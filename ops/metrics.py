@@ -96,17 +96,21 @@ def fresh_registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
-def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict[str, float]:
-    """Read a /metrics endpoint; returns {sample name: value summed over its labels}, e.g.
-    {"unisar_events_total": 10200.0, ...}. For demos and tests; Prometheus does the rest."""
+def scrape_samples(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> list[tuple[str, dict, float]]:
+    """Read a /metrics endpoint: (sample name, labels, value) for every sample."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as resp:
         text = resp.read().decode()
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict[str, float]:
+    """{sample name: value summed over its labels}, e.g. {"unisar_events_total": 10200.0}.
+    For demos and tests; Prometheus does the rest."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    for name, _labels, value in scrape_samples(port, host, timeout_s):
+        totals[name] = totals.get(name, 0.0) + value
     return totals

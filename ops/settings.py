@@ -31,6 +31,7 @@ class Settings(BaseSettings):
 
     group: str = "unisar-worker"
     state_dir: str = "./state-data"
+    metrics_addr: str = Field("127.0.0.1", description="address the /metrics servers bind (0.0.0.0: all)")
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the /metrics server")
 
     max_rec: int = Field(30, ge=1, le=255)
@@ -39,6 +40,26 @@ class Settings(BaseSettings):
 
     commit_interval_s: float = Field(1.0, gt=0, description="flush state, samples and offsets this often")
     max_poll_records: int = Field(5000, ge=1)
+
+    # ---- the continual trainer
+    trainer_group: str = "unisar-trainer"
+    model: str = "unisar"
+    batch_size: int = Field(1024, ge=1, description="samples per test-then-train step")
+    max_wait_s: float = Field(2.0, gt=0, description="train on a partial batch after this long")
+    checkpoint_dir: str = "./checkpoints"
+    checkpoint_every_steps: int = Field(50, ge=1)
+    checkpoint_every_s: float = Field(60.0, gt=0)
+    keep_checkpoints: int = Field(3, ge=1)
+    window: int = Field(5000, ge=1, description="rows in the prequential sliding window")
+    trainer_metrics_port: int = Field(9109, ge=0, le=65535)
+    heldout: str | None = Field(None, description="time-ordered event file (JSONL) for the offline evaluation")
+    heldout_last: float = Field(0.1, gt=0, lt=1, description="its trailing fraction held out for evaluation")
+    offline_every_steps: int = Field(100, ge=1)
+    n_users: int = Field(1 << 15, ge=2, description="rows of the user id table")
+    n_items: int = Field(1 << 18, ge=2, description="rows of the item id table")
+    n_words: int = Field(1 << 17, ge=2, description="rows of the word id table")
+    seed: int = 0
+    device: str = "cpu"
 
     def kafka_common(self) -> dict:
         """Connection settings shared by aiokafka and kafka-python clients."""

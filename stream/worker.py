@@ -253,6 +253,11 @@ class StreamWorker(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         if self._sender is not None:
             await self.commit()
+        for tp in revoked:  # its new owner reports its lag now
+            try:
+                self.metrics.lag.remove(str(tp.partition))
+            except KeyError:
+                pass
 
     async def on_partitions_assigned(self, assigned) -> None:
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)

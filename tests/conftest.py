@@ -2,7 +2,6 @@
 fresh topic names per test, and a way to run `unisar worker` as a real process."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.broker import EmbeddedBroker, free_port
+from ops.processes import settings_env  # noqa: F401 - tests import it from here
 from ops.settings import Settings
 
 
@@ -30,13 +30,6 @@ def settings(broker, tmp_path) -> Settings:
         changelog_topic=f"cl-{tag}", group=f"g-{tag}", state_dir=str(tmp_path / "state"), partitions=4,
         metrics_port=0,
     )
-
-
-def settings_env(settings: Settings, **overrides) -> dict[str, str]:
-    values = settings.model_dump() | overrides
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISAR_")}
-    env.update({f"UNISAR_{k.upper()}": str(v) for k, v in values.items() if v is not None})
-    return env
 
 
 class WorkerProcess:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = WorkerMetrics()
     if settings.metrics_port:
         try:
-            port = metrics.serve(settings.metrics_port)
+            port = metrics.serve(settings.metrics_port, settings.metrics_addr)
         except OSError as exc:
             fail(f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror}")
         logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
