@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from model.learner import Learner
+from model.runtime import keep_freed_memory
 from stream.history import History, RecBehaviour, SearchBehaviour
 from stream.samples import Sample
 
@@ -91,6 +92,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: expected a CUDA device, found none")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # what `unisar fit` does too: no page faults on re-allocated activations
     rng = np.random.default_rng(args.seed)
     items, words = Draw(rng, KUAISAR["n_items"], args.zipf), Draw(rng, KUAISAR["n_words"], args.zipf)
 

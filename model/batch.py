@@ -1,0 +1,314 @@
+"""Batches: stream samples -> arrays of raw ids (`collate`) -> model tensors (`encode`).
+
+`collate` is the one place that walks Python objects (one pass over each behaviour); all
+that follows is vectorised numpy. `encode` maps raw 64-bit ids to embedding-table rows
+(inserting unseen ids when training), samples negatives and builds one local item
+vocabulary per step, so every distinct item is projected once however often it occurs.
+
+Layout of one task's rows (R = 30 rec slots, S = 30 search slots, K = 5 clicks):
+  rec_items (B, R)        the last R rec items, oldest first, padding (0) after
+  search_query (B, S)     index into Batch.queries (row 0 is the empty query = padding)
+  search_clicks (B, S, K) clicked items of each search behaviour, padding after
+  mixed (B, R + S)        the slot at each position of the mixed sequence: slot r < R is rec
+                          slot r, slot R + s is search slot s. Real behaviours in time order
+                          (rec first on equal timestamps), then rec padding, then search
+                          padding: padding keeps its type, so the sequence splits back into
+                          exactly R rec and S search positions.
+Rec exposures without a click (label 0) are not trained on: UniSAR learns from clicks with
+sampled negatives. A search with several clicks gives one row per clicked item (up to K).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+import torch
+
+from stream.history import Limits
+from stream.samples import Sample
+
+_LAST = np.iinfo(np.int64).max  # timestamp of padding: sorts after every behaviour
+
+
+@dataclass
+class TaskRows:
+    """One task's rows, raw ids (int64 numpy)."""
+
+    user: np.ndarray  # (B,)
+    rec_items: np.ndarray  # (B, R)
+    search_query: np.ndarray  # (B, S) index into Batch.queries
+    search_clicks: np.ndarray  # (B, S, K)
+    mixed: np.ndarray  # (B, R + S)
+    target: np.ndarray  # (B,) the true item
+    query: np.ndarray  # (B,) index into Batch.queries: the search's own query (0 for rec)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+@dataclass
+class Batch:
+    """A step's samples: the rec rows, the search rows and the queries both refer to."""
+
+    queries: np.ndarray  # (Q, W) word ids, padding 0; row 0 is the empty query
+    tasks: dict[str, TaskRows] = field(default_factory=dict)
+    skipped: int = 0  # rec exposures without a click
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tasks.values())
+
+
+def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
+    queries: dict[tuple[int, ...], int] = {(): 0}
+    tasks = {}
+    rec = [s for s in samples if s.task == "rec" and s.label == 1]
+    if rec:
+        rows = _history_rows(rec, queries, limits)
+        tasks["rec"] = TaskRows(
+            **rows,
+            target=np.fromiter((s.items[0] for s in rec), np.int64, len(rec)),
+            query=np.zeros(len(rec), np.int64),
+        )
+    search = [s for s in samples if s.task == "search" and s.items]
+    if search:
+        rows = _history_rows(search, queries, limits)
+        n_clicks = np.fromiter((min(len(s.items), limits.max_clicks) for s in search), np.int64, len(search))
+        own = np.fromiter((_query_index(queries, s.query, limits) for s in search), np.int64, len(search))
+        tasks["search"] = TaskRows(
+            **{k: np.repeat(v, n_clicks, axis=0) for k, v in rows.items()},
+            target=np.fromiter(chain.from_iterable(s.items[: limits.max_clicks] for s in search), np.int64),
+            query=np.repeat(own, n_clicks),
+        )
+    skipped = sum(1 for s in samples if s.task == "rec" and s.label != 1)
+    return Batch(_pad_queries(list(queries)), tasks, skipped)
+
+
+def _query_index(queries: dict, words: tuple[int, ...], limits: Limits) -> int:
+    return queries.setdefault(words[: limits.max_words], len(queries))
+
+
+def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every element of ragged rows with these lengths."""
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return row, np.arange(len(row)) - start
+
+
+def _history_rows(samples: list[Sample], queries: dict, limits: Limits) -> dict[str, np.ndarray]:
+    R, S, K = limits.max_rec, limits.max_search, limits.max_clicks
+    n = len(samples)
+    recs = [s.history.rec[-R:] for s in samples]
+    searches = [s.history.search[-S:] for s in samples]
+    behaviours = list(chain.from_iterable(searches))
+
+    rec_items, rec_ts = np.zeros((n, R), np.int64), np.full((n, R), _LAST)
+    at = _ragged(np.fromiter(map(len, recs), np.int64, n))
+    rec_items[at] = np.fromiter((b.item for r in recs for b in r), np.int64)
+    rec_ts[at] = np.fromiter((b.ts for r in recs for b in r), np.int64)
+
+    search_query, search_ts = np.zeros((n, S), np.int64), np.full((n, S), _LAST)
+    at = _ragged(np.fromiter(map(len, searches), np.int64, n))
+    search_query[at] = np.fromiter((_query_index(queries, b.query, limits) for b in behaviours), np.int64)
+    search_ts[at] = np.fromiter((b.ts for b in behaviours), np.int64)
+
+    search_clicks = np.zeros((n, S, K), np.int64)
+    n_clicks = np.fromiter((min(len(b.clicks), K) for b in behaviours), np.int64, len(behaviours))
+    slot, col = _ragged(n_clicks)
+    search_clicks[at[0][slot], at[1][slot], col] = np.fromiter(
+        chain.from_iterable(b.clicks[:K] for b in behaviours), np.int64
+    )
+    # stable: rec before search on equal timestamps, rec padding before search padding
+    mixed = np.argsort(np.concatenate([rec_ts, search_ts], axis=1), axis=1, kind="stable")
+    user = np.fromiter((s.user for s in samples), np.int64, n)
+    return dict(user=user, rec_items=rec_items, search_query=search_query, search_clicks=search_clicks, mixed=mixed)
+
+
+def _pad_queries(queries: list[tuple[int, ...]]) -> np.ndarray:
+    lengths = np.fromiter(map(len, queries), np.int64, len(queries))
+    out = np.zeros((len(queries), max(1, int(lengths.max()))), np.int64)
+    out[_ragged(lengths)] = np.fromiter(chain.from_iterable(queries), np.int64)
+    return out
+
+
+# ---------------------------------------------------------------- model tensors
+
+
+@dataclass
+class TaskTensors:
+    """One task's rows as the model reads them; item indices are local to the step."""
+
+    user: torch.Tensor  # (B,) user table rows
+    rec_items: torch.Tensor  # (B, R) local item index, 0 = padding
+    search_query: torch.Tensor  # (B, S) query index, 0 = padding
+    search_clicks: torch.Tensor  # (B, S, K) local item index, 0 = padding
+    mixed: torch.Tensor  # (B, L) slot at each mixed position (L = R + S)
+    unmixed: torch.Tensor  # (B, L) mixed position of each slot (the inverse permutation)
+    candidates: torch.Tensor  # (B, C) local item index; column 0 is the true item
+    query: torch.Tensor  # (B,) query index of the search's own query (0 for rec)
+    blocked: torch.Tensor | None = None  # (B, C) full ranking: candidates the user already touched
+
+
+@dataclass
+class StepTensors:
+    """Everything one forward pass needs."""
+
+    item_rows: torch.Tensor  # (U,) item table rows of the step's local item vocabulary; [0] = 0
+    word_rows: torch.Tensor  # (V,) word table rows of the step's local word vocabulary; [0] = 0
+    query_words: torch.Tensor  # (n_words,) local word index of every query's words, query after query
+    query_offsets: torch.Tensor  # (Q,) where each query starts in query_words; query 0 is empty
+    tasks: dict[str, TaskTensors]
+    rel_items: torch.Tensor  # (N,) local item index: L_Rel's shared negative items
+    rel_queries: torch.Tensor  # (N,) query index: L_Rel's shared negative queries
+
+    def to(self, device: torch.device | str) -> StepTensors:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        tasks = {k: TaskTensors(*(move(getattr(t, f)) for f in t.__dataclass_fields__)) for k, t in self.tasks.items()}
+        return StepTensors(
+            move(self.item_rows), move(self.word_rows), move(self.query_words), move(self.query_offsets),
+            tasks, move(self.rel_items), move(self.rel_queries),
+        )
+
+
+def sample_negatives(
+    rng: np.random.Generator, n_pool: int, exclude: np.ndarray, n: int, strict: bool = False
+) -> np.ndarray:
+    """`n` distinct rows per batch row, uniform over rows 1..n_pool, none in that row's
+    `exclude` (B, E) rows. Rejection sampling, vectorised over the batch.
+
+    With `strict`, raises if the pool cannot supply them; otherwise a row of a pool too
+    small keeps the collisions left after a bounded number of redraws.
+    """
+    B = len(exclude)
+    if n_pool < 1:
+        raise ValueError("no items to sample negatives from: the model has not seen any item yet")
+    out = rng.integers(1, n_pool + 1, size=(B, n))
+    for _ in range(64):
+        bad = (out[:, :, None] == exclude[:, None, :]).any(-1)
+        order = np.argsort(out, axis=1, kind="stable")
+        sorted_ = np.take_along_axis(out, order, 1)
+        dup = np.zeros_like(bad)
+        np.put_along_axis(dup, order[:, 1:], sorted_[:, 1:] == sorted_[:, :-1], 1)
+        bad |= dup
+        if not bad.any():
+            return out
+        out[bad] = rng.integers(1, n_pool + 1, size=int(bad.sum()))
+    if strict:
+        raise ValueError(
+            f"cannot sample {n} distinct negatives per row from {n_pool} known items "
+            f"outside each user's {exclude.shape[1]} interacted items; evaluate on more items"
+        )
+    return out
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+def encode(
+    batch: Batch,
+    tables: dict,
+    rng: np.random.Generator,
+    *,
+    train: bool,
+    n_negatives: int | None,
+    n_rel_items: int = 0,
+    rel_queries: np.ndarray | None = None,
+    exclude: dict[int, np.ndarray] | None = None,
+) -> tuple[StepTensors, dict[str, np.ndarray]]:
+    """Map a batch's raw ids to table rows and sample its negatives.
+
+    `tables` holds an IdTable per kind ("users", "items", "words"). Training inserts
+    unseen ids (and returns the rows each table recycled, to be re-initialised); scoring
+    only finds them, an unknown id getting row 0 (the zero vector). Negatives are uniform
+    over the item table's rows, never an item of the user's history or the target, nor one
+    in `exclude[user]`; `n_negatives=None` takes every known item instead (full ranking),
+    marking those the user touched in `blocked`. `rel_queries` (N, W) are L_Rel's shared
+    negative queries (raw words).
+    """
+    def look(kind: str, ids: np.ndarray) -> np.ndarray:
+        if not train:
+            return tables[kind].find(ids)
+        rows, recycled[kind] = tables[kind].lookup(ids)
+        return rows
+
+    recycled: dict[str, np.ndarray] = {k: _NONE for k in tables}
+    tasks = list(batch.tasks.values())
+    user_rows = np.split(look("users", np.concatenate([t.user for t in tasks])), np.cumsum([len(t) for t in tasks])[:-1])
+
+    # one local item vocabulary for the step: index 0 is padding, then each distinct item once
+    parts = [a for t in tasks for a in (t.rec_items, t.search_clicks, t.target)]
+    flat = np.concatenate([a.ravel() for a in parts])
+    real = flat != 0
+    distinct, inverse = np.unique(flat[real], return_inverse=True)
+    local = np.zeros(len(flat), np.int64)
+    local[real] = inverse + 1
+    item_rows = [np.zeros(1, np.int64), look("items", distinct)]
+    local_parts = [p.reshape(a.shape) for p, a in zip(np.split(local, np.cumsum([a.size for a in parts])[:-1]), parts)]
+    vocab = np.concatenate(item_rows)
+    n_pool, n_local = tables["items"].n_used, len(vocab)
+
+    out = {}
+    for i, (name, rows) in enumerate(batch.tasks.items()):
+        rec_items, clicks, target = local_parts[3 * i : 3 * i + 3]
+        seen = vocab[np.concatenate([rec_items, clicks.reshape(len(rows), -1), target[:, None]], axis=1)]
+        if exclude:
+            seen = np.concatenate([seen, _padded_rows(tables["items"], [exclude.get(u, _NONE) for u in rows.user])], 1)
+        blocked = None
+        if n_negatives is None:  # every known item, one shared block of the vocabulary
+            touched = np.zeros((len(rows), n_pool + 1), bool)
+            touched[np.arange(len(rows))[:, None], seen] = True
+            blocked = torch.from_numpy(np.concatenate([np.zeros((len(rows), 1), bool), touched[:, 1:]], 1))
+            item_rows.append(np.arange(1, n_pool + 1))
+            candidates = np.concatenate([target[:, None], np.broadcast_to(n_local + np.arange(n_pool), (len(rows), n_pool))], 1)
+            n_local += n_pool
+        else:
+            negatives = sample_negatives(rng, n_pool, seen, n_negatives, strict=not train)
+            item_rows.append(negatives.ravel())
+            candidates = np.concatenate([target[:, None], n_local + np.arange(negatives.size).reshape(negatives.shape)], 1)
+            n_local += negatives.size
+        out[name] = TaskTensors(
+            user=torch.from_numpy(user_rows[i]),
+            rec_items=torch.from_numpy(rec_items),
+            search_query=torch.from_numpy(rows.search_query),
+            search_clicks=torch.from_numpy(clicks),
+            mixed=torch.from_numpy(rows.mixed),
+            unmixed=torch.from_numpy(np.argsort(rows.mixed, axis=1)),
+            candidates=torch.from_numpy(np.ascontiguousarray(candidates)),
+            query=torch.from_numpy(rows.query),
+            blocked=blocked,
+        )
+
+    rel_items = n_local + np.arange(n_rel_items if n_pool else 0)
+    if len(rel_items):
+        item_rows.append(rng.integers(1, n_pool + 1, size=len(rel_items)))
+    queries = batch.queries
+    rel_query_index = np.zeros(0, np.int64)
+    if rel_queries is not None and len(rel_queries):
+        width = max(queries.shape[1], rel_queries.shape[1])
+        pad = lambda q: np.pad(q, ((0, 0), (0, width - q.shape[1])))  # noqa: E731
+        rel_query_index = len(queries) + np.arange(len(rel_queries))
+        queries = np.concatenate([pad(queries), pad(rel_queries)])
+    # queries as bags of local word indices (no padding), over a vocabulary of distinct words
+    real = queries != 0
+    distinct, inverse = np.unique(queries[real], return_inverse=True)
+    word_rows = np.concatenate([np.zeros(1, np.int64), look("words", distinct)])
+    query_offsets = np.concatenate([[0], np.cumsum(real.sum(1))[:-1]])
+
+    step = StepTensors(
+        item_rows=torch.from_numpy(np.concatenate(item_rows)),
+        word_rows=torch.from_numpy(word_rows),
+        query_words=torch.from_numpy(inverse.astype(np.int64) + 1),
+        query_offsets=torch.from_numpy(query_offsets),
+        tasks=out,
+        rel_items=torch.from_numpy(rel_items),
+        rel_queries=torch.from_numpy(rel_query_index),
+    )
+    return step, recycled
+
+
+def _padded_rows(table, groups: list[np.ndarray]) -> np.ndarray:
+    """Rows of ragged groups of ids, padded with 0 into one (len(groups), E) array."""
+    lengths = np.fromiter(map(len, groups), np.int64, len(groups))
+    out = np.zeros((len(groups), max(1, int(lengths.max()))), np.int64)
+    out[_ragged(lengths)] = table.find(np.concatenate(groups)) if lengths.sum() else _NONE
+    return out

@@ -1,0 +1,222 @@
+"""The learner: what the trainer, `unisar fit` and `unisar eval` talk to (River's vocabulary).
+
+    learner = Learner("unisar", seed=0, n_items=700_000)
+    terms = learner.learn_many(samples)   # one optimiser step; {"total": ..., "rec/bce": ...}
+    scores = learner.score(samples)       # {"rec": (B, 100), ...}, column 0 the true item
+    learner.load_state_dict(learner.state_dict())
+
+It owns what a stream needs around the model: the id -> row tables (rows recycled when ids
+go stale, their embedding and Adam state reset), the item pool negatives are drawn from
+(the item table itself: a bounded set of recently seen items, sampled uniformly, as the
+paper samples uniformly over its catalogue), a bounded pool of recent queries for L_Rel,
+and the optimisers:
+  - dense parameters: Adam, L2 on non-bias weights (coupled, as the reference);
+  - embedding tables: SparseAdam on the rows a step touched, with the same L2 added to
+    those rows' gradients. A 670k-row table therefore costs per step what the batch
+    touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam).
+Randomness comes from `seed` alone: negatives and dropout of step t are drawn from
+generators seeded by (seed, t), so a resumed checkpoint continues exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from model.batch import Batch, collate, encode
+from model.idtable import IdTable
+from model.registry import build, make_config
+from stream.history import Limits
+from stream.samples import Sample
+
+FORMAT = 1
+KINDS = ("users", "items", "words")
+
+
+class QueryPool:
+    """A bounded ring of recent queries (raw word ids, padded): L_Rel's negative queries."""
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self.words = np.zeros((capacity, width), np.int64)
+        self.size = self.next = 0
+
+    def add(self, queries: np.ndarray) -> None:
+        queries = queries[(queries != 0).any(1)][-len(self.words) :, : self.words.shape[1]]
+        at = (self.next + np.arange(len(queries))) % len(self.words)
+        self.words[at] = 0
+        self.words[at, : queries.shape[1]] = queries
+        self.next = int((self.next + len(queries)) % len(self.words))
+        self.size = min(len(self.words), self.size + len(queries))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.words[rng.integers(0, self.size, n)] if self.size and n else self.words[:0]
+
+    def state_dict(self) -> dict:
+        return {"words": torch.from_numpy(self.words.copy()), "size": self.size, "next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.words = state["words"].numpy().copy()
+        self.size, self.next = int(state["size"]), int(state["next"])
+
+
+class Learner:
+    def __init__(
+        self,
+        model: str = "unisar",
+        *,
+        seed: int = 0,
+        lr: float = 1e-3,
+        l2: float = 3e-5,
+        n_negatives: int = 4,
+        query_pool: int = 50_000,
+        device: str = "cpu",
+        **config,
+    ) -> None:
+        self.model_name, self.seed, self.lr, self.l2 = model, seed, lr, l2
+        self.n_negatives, self.device = n_negatives, torch.device(device)
+        self.config = make_config(model, **config)
+        cfg = self.config
+        self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = build(model, cfg).to(self.device)
+        self.ids = {kind: IdTable(getattr(cfg, f"n_{kind}")) for kind in KINDS}
+        self.queries = QueryPool(query_pool, self.limits.max_words)
+        self.step = 0
+
+        tables = [e.weight for embs in self.model.tables().values() for e in embs]
+        table_ids = {id(p) for p in tables}
+        dense = [(n, p) for n, p in self.model.named_parameters() if id(p) not in table_ids]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {"tables": torch.optim.SparseAdam(tables, lr=lr)}
+        if dense:
+            groups = [
+                {"params": [p for n, p in dense if "bias" not in n], "weight_decay": l2},
+                {"params": [p for n, p in dense if "bias" in n], "weight_decay": 0.0},
+            ]
+            self.optimizers["dense"] = torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+    # ------------------------------------------------------------- learn and score
+
+    def learn_many(self, batch: Batch | list[Sample]) -> dict[str, float]:
+        """One optimiser step on a batch (both tasks' rows at once). Returns its loss terms."""
+        if not isinstance(batch, Batch):
+            batch = collate(batch, self.limits)
+        if not batch.tasks:
+            return {}
+        rng = np.random.default_rng([self.seed, self.step])
+        self.queries.add(batch.queries)
+        n_rel = getattr(self.config, "rel_negatives", 0) if getattr(self.config, "use_rel", False) else 0
+        step, recycled = encode(
+            batch, self.ids, rng, train=True, n_negatives=self.n_negatives,
+            n_rel_items=n_rel, rel_queries=self.queries.sample(rng, n_rel),
+        )
+        self._recycle(recycled)
+        self.model.train()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed * 1_000_003 + self.step)
+            _, losses = self.model(step.to(self.device))
+        if not torch.isfinite(losses["total"]):
+            # A NaN or infinite loss would poison the weights and Adam's moments: skip the
+            # step (the caller sees the terms and counts it).
+            return {k: float(v.detach()) for k, v in losses.items()}
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self._l2_on_touched_rows()
+        for opt in self.optimizers.values():
+            opt.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def score(
+        self,
+        batch: Batch | list[Sample],
+        n_negatives: int | None = 99,
+        exclude: dict[int, np.ndarray] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Scores (B, C) per task; column 0 is the true item, the others `n_negatives` items
+        sampled uniformly from the known items, none of which the user touched (their
+        history, or `exclude[user]`). `n_negatives=None` ranks against every known item
+        (full ranking): the user's own items then score -inf. Learns nothing."""
+        if not isinstance(batch, Batch):
+            batch = collate(batch, self.limits)
+        rng = np.random.default_rng([self.seed if seed is None else seed, self.step, 1])
+        step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude)
+        self.model.eval()
+        scores, _ = self.model(step.to(self.device))
+        out = {}
+        for task, s in scores.items():
+            blocked = step.tasks[task].blocked
+            out[task] = s.float().cpu() if blocked is None else s.float().cpu().masked_fill(blocked, float("-inf"))
+        return out
+
+    # ------------------------------------------------------------- streams: recycling, L2
+
+    def _recycle(self, recycled: dict[str, np.ndarray]) -> None:
+        """Rows handed to new ids start fresh: new embedding, zero Adam moments."""
+        tables = self.model.tables()
+        state = self.optimizers["tables"].state
+        for kind, rows in recycled.items():
+            if not len(rows) or kind not in tables:
+                continue
+            rows_t = torch.from_numpy(rows).to(self.device)
+            self.model.reset_rows(kind, rows_t)
+            for emb in tables[kind]:
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    if moment in state.get(emb.weight, {}):
+                        state[emb.weight][moment][rows_t] = 0.0
+
+    @torch.no_grad()
+    def _l2_on_touched_rows(self) -> None:
+        if not self.l2:
+            return
+        for group in self.optimizers["tables"].param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.coalesce()
+                values = g.values() + self.l2 * p[g.indices()[0]]
+                p.grad = torch.sparse_coo_tensor(
+                    g.indices(), values, g.shape, is_coalesced=True, check_invariants=False
+                )
+
+    # ------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict:
+        """One dict of tensors and plain values (loads with torch.load(weights_only=True))."""
+        return {
+            "format": FORMAT,
+            "model_name": self.model_name,
+            "config": dataclasses.asdict(self.config),
+            "learner": {"seed": self.seed, "lr": self.lr, "l2": self.l2, "n_negatives": self.n_negatives,
+                        "query_pool": len(self.queries.words)},
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "ids": {kind: table.state_dict() for kind, table in self.ids.items()},
+            "queries": self.queries.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != FORMAT:
+            raise ValueError(f"checkpoint: expected format {FORMAT}, got {state.get('format')!r}")
+        if state["model_name"] != self.model_name or state["config"] != dataclasses.asdict(self.config):
+            raise ValueError("checkpoint: its model or config differs from this learner's; use Learner.from_state_dict")
+        self.model.load_state_dict(state["model"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for kind, table in self.ids.items():
+            table.load_state_dict(state["ids"][kind])
+        self.queries.load_state_dict(state["queries"])
+        self.step = int(state["step"])
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: str = "cpu") -> Learner:
+        if not isinstance(state, dict) or "model_name" not in state or "config" not in state:
+            raise ValueError("checkpoint: expected a dict saved by Learner.state_dict()")
+        learner = cls(state["model_name"], device=device, **state["learner"], **state["config"])
+        learner.load_state_dict(state)
+        return learner

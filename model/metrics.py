@@ -1,0 +1,46 @@
+"""Ranking metrics of the paper's protocol: HR@{1,5,10}, NDCG@{5,10}. Pure functions.
+
+A row of `scores` holds the true item in column 0 and its candidates after it (99 sampled
+items, or every item in full ranking; -inf marks a candidate that does not count).
+Ties never help the model: the true item takes a uniformly random place among the items
+scored equal to it, computed exactly as an expectation. A model that scores everything
+equal thus gets HR@1 = 1/100 with 100 candidates, HR@10 = 10/100 (the reference's argsort
+would put the true item first and report HR@1 = 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+HR_AT = (1, 5, 10)
+NDCG_AT = (5, 10)
+
+
+def _counts(scores) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: candidates scored strictly above the true item, and those tied with it."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] < 2:
+        raise ValueError(f"scores: expected (rows, 1 + candidates), got shape {s.shape}")
+    true = s[:, :1]
+    return (s[:, 1:] > true).sum(1), (s[:, 1:] == true).sum(1)
+
+
+def hit_rate(scores, k: int) -> float:
+    """Mean probability that the true item ranks in the top k."""
+    above, tied = _counts(scores)
+    return float(np.clip((k - above) / (tied + 1), 0.0, 1.0).mean())
+
+
+def ndcg(scores, k: int) -> float:
+    """Mean NDCG@k with one relevant item: 1 / log2(rank + 1) if rank <= k, averaged over
+    the equally likely ranks above+1 .. above+tied+1."""
+    above, tied = _counts(scores)
+    gain = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(1, k + 1) + 1))])  # gain[r] = sum of ranks 1..r
+    first, last = np.minimum(above, k), np.minimum(above + tied + 1, k)
+    return float(((gain[last] - gain[first]) / (tied + 1)).mean())
+
+
+def evaluate(scores) -> dict[str, float]:
+    """The paper's metrics for one task's score matrix."""
+    out = {f"HR@{k}": hit_rate(scores, k) for k in HR_AT}
+    out.update({f"NDCG@{k}": ndcg(scores, k) for k in NDCG_AT})
+    return out

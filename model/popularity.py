@@ -1,0 +1,51 @@
+"""Popularity: the trivial baseline of the zoo. One learned logit per item, trained with the
+same BCE over 1 positive and sampled negatives as UniSAR; against uniform negatives it
+learns how often each item is clicked. Same interface as UniSAR."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.batch import StepTensors
+
+
+@dataclass
+class PopularityConfig:
+    n_users: int = 1 << 15  # id tables the learner keeps (only items are embedded here)
+    n_items: int = 1 << 18
+    n_words: int = 1 << 17
+    max_rec: int = 30
+    max_search: int = 30
+    max_clicks: int = 5
+    rel_negatives: int = 0
+
+
+class Popularity(nn.Module):
+    def __init__(self, cfg: PopularityConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.logit = nn.Embedding(cfg.n_items, 1, padding_idx=0, sparse=True)
+        nn.init.zeros_(self.logit.weight)
+
+    def tables(self) -> dict[str, list[nn.Embedding]]:
+        return {"items": [self.logit]}
+
+    @torch.no_grad()
+    def reset_rows(self, kind: str, rows: torch.Tensor) -> None:
+        self.logit.weight[rows] = 0.0
+
+    def forward(self, step: StepTensors) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        per_item = self.logit(step.item_rows).squeeze(-1)  # (U,)
+        scores = {task: per_item[t.candidates] for task, t in step.tasks.items()}  # (B, C)
+        if not self.training:
+            return scores, {}
+        losses = {}
+        for task, logits in scores.items():
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1.0
+            losses[f"{task}/bce"] = F.binary_cross_entropy_with_logits(logits, labels)
+        losses["total"] = sum(losses.values())
+        return scores, losses

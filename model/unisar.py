@@ -1,0 +1,525 @@
+"""UniSAR (Shi et al., SIGIR 2024): "Modeling User Transition Behaviors between Search and
+Recommendation", in plain PyTorch.
+
+Read top to bottom it follows the paper: embeddings -> transition extraction (s2s, r2r, and
+the masked mixed encoder giving r2s and s2r) -> alignment (L_Align, L_Rel) -> fusion
+(a decoder layer per task) -> target attention -> prediction (one-level PLE, the paper's
+"MMoE") -> the joint loss. Where the paper is silent the public reference implementation
+decides (see shared/DESIGN.md, "Model notes"). Shapes: B rows, R = 30 rec slots, S = 30
+search slots, L = R + S, K = 5 clicks, C candidates, d = 64.
+
+Ablations (the rows of the paper's Table 5) are config flags:
+  use_s2s, use_r2r, use_r2s, use_s2r   False: that transition's encoder is replaced by the
+        identity (its behaviours, with positions, pass through unencoded) and the L_Align
+        term that uses it is dropped
+  use_mask          False: the mixed encoder lets every behaviour attend to every behaviour
+  use_align         False: no L_Align          use_rel   False: no L_Rel
+  use_rec_fusion, use_search_fusion   False: that task's fusion layer has no cross-attention
+  use_mmoe          False: a plain Linear+ReLU bottom per task instead of shared/task experts
+  joint             False: separate training: each task gets its own copy of every parameter
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.batch import StepTensors, TaskTensors
+from model.contrastive import info_nce_shared
+
+TASKS = ("rec", "search")
+
+
+@dataclass
+class UniSARConfig:
+    # rows of each embedding table (row 0 is padding); the learner maps ids onto them
+    n_users: int = 1 << 15
+    n_items: int = 1 << 18
+    n_words: int = 1 << 17
+    id_dim: int = 32  # width of a raw id embedding (the reference's 32), projected to d
+    init_std: float = 1.0  # of id embeddings (nn.Embedding's default); see Embeddings
+    d: int = 64
+    n_layers: int = 1
+    n_heads: int = 2
+    d_ff: int = 64
+    dropout: float = 0.1
+    max_rec: int = 30
+    max_search: int = 30
+    max_clicks: int = 5
+    n_shared_experts: int = 4
+    n_task_experts: int = 4
+    d_expert: int = 64
+    tower_dims: tuple[int, ...] = (128, 64)
+    head_dims: tuple[int, ...] = (200, 80)  # then 1, sigmoid
+    rel_negatives: int = 1024  # shared negative items and queries per step for L_Rel
+    rel_temperature: float = 0.5
+    align_temperature: float = 0.1
+    alpha: float = 1e-3  # weight of L_Rel
+    beta: float = 0.1  # weight of L_Align
+    gamma: float = 0.1  # weight of the search task's loss
+    use_s2s: bool = True
+    use_r2r: bool = True
+    use_r2s: bool = True
+    use_s2r: bool = True
+    use_mask: bool = True
+    use_align: bool = True
+    use_rel: bool = True
+    use_rec_fusion: bool = True
+    use_search_fusion: bool = True
+    use_mmoe: bool = True
+    joint: bool = True
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+class Embeddings(nn.Module):
+    """Users, items and queries: tanh(Linear(id embedding)); a query is the mean of its
+    word embeddings. A padding id (row 0, also an id the tables do not hold) embeds to
+    exactly zero. Rows start as N(0, init_std^2), nn.Embedding's default for init_std = 1:
+    the reference's xavier-normal over a fixed 670k-row table gives std 0.002, a scale
+    that depends on the table's size (a recycled, bounded table cannot mimic it) and
+    leaves tanh(Linear(.)) nearly constant for hundreds of steps."""
+
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        self.user = nn.Embedding(cfg.n_users, cfg.id_dim, padding_idx=0, sparse=True)
+        self.item = nn.Embedding(cfg.n_items, cfg.id_dim, padding_idx=0, sparse=True)
+        self.word = nn.Embedding(cfg.n_words, cfg.id_dim, padding_idx=0, sparse=True)
+        self.user_proj = nn.Linear(cfg.id_dim, cfg.d)
+        self.item_proj = nn.Linear(cfg.id_dim, cfg.d)
+        self.query_proj = nn.Linear(cfg.id_dim, cfg.d)
+        self.init_std = cfg.init_std
+        for table in self.tables().values():
+            self.reset_rows(table, torch.arange(1, table.num_embeddings))
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        return {"users": self.user, "items": self.item, "words": self.word}
+
+    @torch.no_grad()
+    def reset_rows(self, table: nn.Embedding, rows: torch.Tensor) -> None:
+        table.weight[rows] = torch.randn(len(rows), table.embedding_dim, device=table.weight.device) * self.init_std
+
+    def users(self, rows: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, d)
+        return torch.tanh(self.user_proj(self.user(rows))) * (rows != 0).unsqueeze(-1)
+
+    def items(self, rows: torch.Tensor) -> torch.Tensor:  # (U,) -> (U, d)
+        return torch.tanh(self.item_proj(self.item(rows))) * (rows != 0).unsqueeze(-1)
+
+    def queries(self, word_rows: torch.Tensor, words: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        # distinct words (V,) -> their embeddings once; bags of local word indices -> (Q, d)
+        mean = F.embedding_bag(words, self.word(word_rows), offsets, mode="mean")
+        lengths = torch.diff(offsets, append=offsets.new_tensor([len(words)]))
+        return torch.tanh(self.query_proj(mean)) * (lengths != 0).unsqueeze(-1)
+
+
+# ------------------------------------------------------------------ transformer blocks
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On CPU the mask comes from numpy's PCG64 (16 random bits per
+    element, seeded from torch's generator, so torch.manual_seed still fixes it):
+    F.dropout's bernoulli_ costs ~10 ns per element there, a fifth of a training step.
+    The drop probability is p rounded to 1/65536 (0.1 -> 0.100006)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    seed = int(torch.randint(0, 2**62, ()))
+    bits = np.random.Generator(np.random.PCG64(seed)).bit_generator.random_raw((x.numel() + 3) // 4)
+    uniform16 = torch.from_numpy(bits.view(np.int16)[: x.numel()]).view(x.shape)
+    keep = (uniform16 >= round(p * 65536) - 32768).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+
+class Attention(nn.Module):
+    """Multi-head attention where `allowed` (B, Lq or 1, Lk) says which keys each query
+    may see (blocked pairs get -inf before the softmax). A query with no allowed key gets
+    a zero output instead of NaN."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.in_proj = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+        nn.init.xavier_uniform_(self.in_proj.weight)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, allowed: torch.Tensor) -> torch.Tensor:
+        B, Lq, d = x.shape
+        if memory is None:  # self-attention: one projection for q, k, v
+            q, k, v = self.in_proj(x).split(d, dim=-1)
+        else:
+            w, b = self.in_proj.weight, self.in_proj.bias
+            q = F.linear(x, w[:d], b[:d])
+            k, v = F.linear(memory, w[d:], b[d:]).split(d, dim=-1)
+        q, k, v = (t.view(B, t.shape[1], self.n_heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, L, d/h)
+        has_key = allowed.any(-1, keepdim=True)  # (B, Lq or 1, 1)
+        mask = (allowed | ~has_key).unsqueeze(1)  # an empty row attends anywhere, then is zeroed
+        if self.training and self.dropout > 0:  # softmax(q k^T / sqrt(d_h), masked), dropped, times v
+            weights = ((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+            out = dropout(weights, self.dropout, True) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d)) * has_key
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1, self.linear2, self.dropout = nn.Linear(d, d_ff), nn.Linear(d_ff, d), Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer encoder layer (as nn.TransformerEncoderLayer)."""
+
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg.d, cfg.n_heads, cfg.dropout)
+        self.ff = FeedForward(cfg.d, cfg.d_ff, cfg.dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d)
+        self.dropout = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attn(x, None, allowed)))
+        return self.norm2(x + self.dropout(self.ff(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, allowed)
+        return x
+
+
+class FusionLayer(nn.Module):
+    """Post-norm transformer decoder layer: self-attention over the same-type transition
+    (target), cross-attention to the cross-type one (memory), feed-forward."""
+
+    def __init__(self, cfg: UniSARConfig, cross: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg.d, cfg.n_heads, cfg.dropout)
+        self.cross_attn = Attention(cfg.d, cfg.n_heads, cfg.dropout) if cross else None
+        self.ff = FeedForward(cfg.d, cfg.d_ff, cfg.dropout)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d)
+        self.dropout = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.self_attn(x, None, allowed)))
+        if self.cross_attn is not None:
+            x = self.norm2(x + self.dropout(self.cross_attn(x, memory, allowed)))
+        return self.norm3(x + self.dropout(self.ff(x)))
+
+
+class Fusion(nn.Module):
+    def __init__(self, cfg: UniSARConfig, cross: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(FusionLayer(cfg, cross) for _ in range(cfg.n_layers))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, memory, allowed)
+        return x
+
+
+# ------------------------------------------------------------------ alignment losses
+
+
+class TransitionAlignment(nn.Module):
+    """L_Align for one pair of transitions (s2r with r2r, or r2s with s2s): NT-Xent between
+    their mean-pooled histories, other rows of the batch as negatives, bilinear tanh
+    similarity, learnable temperature. Rows with an empty history take no part."""
+
+    def __init__(self, d: int, temperature: float) -> None:
+        super().__init__()
+        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d)))
+        self.temperature = nn.Parameter(torch.tensor(temperature))
+
+    def forward(self, H_a: torch.Tensor, H_b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        valid = mask.any(1)  # (B,)
+        n = int(valid.sum())
+        if n == 0:
+            return H_a.new_zeros(())
+        w = (mask[valid] / mask[valid].sum(1, keepdim=True)).unsqueeze(-1)  # (n, L, 1)
+        z = torch.cat([(H_a[valid] * w).sum(1), (H_b[valid] * w).sum(1)])  # (2n, d)
+        sim = torch.tanh(z @ self.W @ z.T) / self.temperature  # (2n, 2n)
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+        return F.cross_entropy(sim, positive)
+
+
+class QueryItemRelevance(nn.Module):
+    """L_Rel: InfoNCE between past queries and the items clicked for them, both ways, with
+    a shared set of negative items and negative queries; one bilinear W with tanh."""
+
+    def __init__(self, d: int, temperature: float) -> None:
+        super().__init__()
+        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d)))
+        self.temperature = nn.Parameter(torch.tensor(temperature))
+
+    def forward(
+        self, V_query: torch.Tensor, V_item: torch.Tensor, pair_q: torch.Tensor, pair_i: torch.Tensor,
+        neg_items: torch.Tensor, neg_queries: torch.Tensor,
+    ) -> torch.Tensor:
+        if len(pair_q) == 0 or len(neg_items) == 0 or len(neg_queries) == 0:
+            return V_query.new_zeros(())
+        tau = self.temperature
+        # a query's negatives do not depend on which of its clicks is the positive: one
+        # log-sum-exp per distinct query (and per distinct item), not per pair
+        uq, iq = torch.unique(pair_q, return_inverse=True)
+        ui, ii = torch.unique(pair_i, return_inverse=True)
+        a_q, a_i = V_query[uq] @ self.W, V_item[ui] @ self.W  # (Uq, d), (Ui, d)
+        pos_q = torch.tanh((a_q[iq] * V_item[pair_i]).sum(-1)) / tau  # (P,) query -> item
+        pos_i = torch.tanh((a_i[ii] * V_query[pair_q]).sum(-1)) / tau  # (P,) item -> query
+        L_q = info_nce_shared(a_q, V_item[neg_items], tau, pos_q, iq)
+        L_i = info_nce_shared(a_i, V_query[neg_queries], tau, pos_i, ii)
+        return 0.5 * (L_q + L_i)
+
+
+# ------------------------------------------------------------------ aggregation and prediction
+
+
+class TargetAttention(nn.Module):
+    """Pools a history against each candidate item with a bilinear score."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d)))
+
+    def forward(self, H: torch.Tensor, mask: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        # H (B, L, d), mask (B, L), items (B, C, d) -> (B, C, d)
+        scores = (H @ self.W) @ items.transpose(1, 2)  # (B, L, C)
+        has_any = mask.any(1, keepdim=True).unsqueeze(-1)  # (B, 1, 1)
+        blocked = (~mask).unsqueeze(-1) & has_any  # an empty history stays finite, then zeroed
+        weights = scores.masked_fill(blocked, float("-inf")).softmax(dim=1) * has_any
+        return weights.transpose(1, 2) @ H
+
+
+def mlp(dims: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(dims, dims[1:]):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU(), Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class CGC(nn.Module):
+    """One-level PLE (the paper's "MMoE"): per task, a softmax gate over its own experts and
+    the shared ones. Experts are Linear+ReLU, stored stacked so a task runs its 8 experts
+    as one matmul."""
+
+    def __init__(self, d_in: int, cfg: UniSARConfig) -> None:
+        super().__init__()
+        n_t, n_s, d_e = cfg.n_task_experts, cfg.n_shared_experts, cfg.d_expert
+        n_all = n_s + n_t * len(TASKS)
+        self.expert_w = nn.Parameter(torch.randn(n_all, d_e, d_in) * (2 / (d_in + d_e)) ** 0.5)  # xavier per expert
+        self.expert_b = nn.Parameter(torch.zeros(n_all, d_e))
+        self.gates = nn.ModuleDict({t: nn.Linear(d_in, n_t + n_s) for t in TASKS})
+        shared = list(range(n_t * len(TASKS), n_all))
+        self.experts_of = {t: list(range(i * n_t, (i + 1) * n_t)) + shared for i, t in enumerate(TASKS)}
+        self.d_e, self.dropout = d_e, Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:  # (..., d_in) -> (..., d_e)
+        idx = self.experts_of[task]
+        w, b = self.expert_w[idx].flatten(0, 1), self.expert_b[idx].flatten()
+        experts = self.dropout(F.relu(F.linear(x, w, b))).unflatten(-1, (len(idx), self.d_e))
+        gate = self.gates[task](x).softmax(-1).unsqueeze(-1)  # (..., n, 1)
+        return (gate * experts).sum(-2)
+
+
+class Predictor(nn.Module):
+    """Prediction layer: concat(rec interest, search interest, item, user, query) -> CGC ->
+    tower -> head (200-80-1) -> logit (sigmoid gives the click probability)."""
+
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        d_in = 5 * cfg.d
+        if cfg.use_mmoe:
+            self.bottom = CGC(d_in, cfg)
+        else:
+            self.bottom = nn.ModuleDict({t: mlp((d_in, cfg.d_expert), cfg.dropout) for t in TASKS})
+        self.towers = nn.ModuleDict({t: mlp((cfg.d_expert, *cfg.tower_dims), cfg.dropout) for t in TASKS})
+        self.heads = nn.ModuleDict(
+            {t: nn.Sequential(mlp((cfg.tower_dims[-1], *cfg.head_dims), cfg.dropout), nn.Linear(cfg.head_dims[-1], 1))
+             for t in TASKS}
+        )
+
+    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:  # (B, C, 5d) -> (B, C)
+        h = self.bottom(x, task) if isinstance(self.bottom, CGC) else self.bottom[task](x)
+        return self.heads[task](self.towers[task](h)).squeeze(-1)
+
+
+# ------------------------------------------------------------------ the model
+
+
+class UniSARNet(nn.Module):
+    """One full set of UniSAR parameters serving both tasks."""
+
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        L = cfg.max_rec + cfg.max_search
+        self.pos_mixed = nn.Parameter(nn.init.xavier_normal_(torch.empty(L, cfg.d)))
+        self.pos_rec = nn.Parameter(nn.init.xavier_normal_(torch.empty(cfg.max_rec, cfg.d)))
+        self.pos_search = nn.Parameter(nn.init.xavier_normal_(torch.empty(cfg.max_search, cfg.d)))
+        self.s2s = Encoder(cfg) if cfg.use_s2s else None
+        self.r2r = Encoder(cfg) if cfg.use_r2r else None
+        self.mixed = Encoder(cfg) if cfg.use_r2s or cfg.use_s2r else None  # gives r2s and s2r
+        self.align_rec = TransitionAlignment(cfg.d, cfg.align_temperature)  # s2r with r2r
+        self.align_search = TransitionAlignment(cfg.d, cfg.align_temperature)  # r2s with s2s
+        self.relevance = QueryItemRelevance(cfg.d, cfg.rel_temperature)
+        self.fuse_rec = Fusion(cfg, cross=cfg.use_rec_fusion)
+        self.fuse_search = Fusion(cfg, cross=cfg.use_search_fusion)
+        self.attend_rec = TargetAttention(cfg.d)
+        self.attend_search = TargetAttention(cfg.d)
+        self.rec_query = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, cfg.d)))  # rec has no query
+        self.predict = Predictor(cfg)
+        # as the reference: xavier-normal Linear weights, zero biases (attention's packed
+        # q/k/v projection keeps xavier-uniform, as in nn.MultiheadAttention)
+        in_projs = {id(m.in_proj) for m in self.modules() if isinstance(m, Attention)}
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                if id(m) not in in_projs:
+                    nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(
+        self, step: StepTensors, task: str, V_item: torch.Tensor, V_query: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, t = self.cfg, step.tasks[task]
+        R = cfg.max_rec
+        # behaviours: a rec slot is its item; a search slot its query plus the mean of its clicks
+        rec_mask, search_mask = t.rec_items != 0, t.search_query != 0  # (B, R), (B, S)
+        E_rec = V_item[t.rec_items]  # (B, R, d)
+        B, S, K = t.search_clicks.shape
+        clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V_item, mode="mean", padding_idx=0)
+        E_search = V_query[t.search_query] + clicks.view(B, S, -1)  # (B, S, d)
+
+        # transition extraction
+        X_r2r, X_s2s = E_rec + self.pos_rec, E_search + self.pos_search
+        H_r2r = self.r2r(X_r2r, rec_mask.unsqueeze(1)) if self.r2r else X_r2r
+        H_s2s = self.s2s(X_s2s, search_mask.unsqueeze(1)) if self.s2s else X_s2s
+        H_s2r, H_r2s = self.cross_transitions(t, torch.cat([E_rec, E_search], 1), torch.cat([rec_mask, search_mask], 1))
+
+        # fusion: same-type transition attends to the cross-type one
+        F_rec = self.fuse_rec(H_r2r, H_s2r, rec_mask.unsqueeze(1))  # (B, R, d)
+        F_search = self.fuse_search(H_s2s, H_r2s, search_mask.unsqueeze(1))  # (B, S, d)
+
+        # target attention and prediction, per candidate item
+        v = V_item[t.candidates]  # (B, C, d)
+        C = v.shape[1]
+        q = V_query[t.query].unsqueeze(1) if task == "search" else self.rec_query.expand(B, -1).unsqueeze(1)
+        x = torch.cat(
+            [
+                self.attend_rec(F_rec, rec_mask, v),
+                self.attend_search(F_search, search_mask, v),
+                v,
+                self.embed.users(t.user).unsqueeze(1).expand(-1, C, -1),
+                q.expand(-1, C, -1),
+            ],
+            dim=-1,
+        )  # (B, C, 5d)
+        logits = self.predict(x, task)  # (B, C)
+        if not self.training:
+            return logits, {}
+
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        losses = {"bce": F.binary_cross_entropy_with_logits(logits, labels)}
+        if cfg.use_align:
+            L_align = logits.new_zeros(())
+            if cfg.use_s2r and cfg.use_r2r:
+                L_align = L_align + self.align_rec(H_s2r, H_r2r, rec_mask)
+            if cfg.use_r2s and cfg.use_s2s:
+                L_align = L_align + self.align_search(H_r2s, H_s2s, search_mask)
+            losses["align"] = L_align
+        if cfg.use_rel:
+            pairs = search_mask.unsqueeze(-1) & (t.search_clicks != 0)  # (B, S, K)
+            pair_q = t.search_query.unsqueeze(-1).expand(-1, -1, K)[pairs]
+            losses["rel"] = self.relevance(V_query, V_item, pair_q, t.search_clicks[pairs], step.rel_items, step.rel_queries)
+        return logits, losses
+
+    def cross_transitions(
+        self, t: TaskTensors, E: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixed sequence, where a behaviour attends only to behaviours of the other
+        type: at rec positions it gives s2r, at search positions r2s. E (B, L, d) and valid
+        (B, L) are in slot order (R rec slots, then S search slots)."""
+        cfg, R, d = self.cfg, self.cfg.max_rec, E.shape[-1]
+        X = E.gather(1, t.mixed.unsqueeze(-1).expand(-1, -1, d)) + self.pos_mixed  # (B, L, d) time order
+        H = X
+        if self.mixed is not None:
+            is_search = t.mixed >= R  # (B, L) type flag; padding keeps its type
+            key_valid = valid.gather(1, t.mixed).unsqueeze(1)  # (B, 1, L)
+            other_type = is_search.unsqueeze(2) != is_search.unsqueeze(1)  # (B, L, L), diagonal blocked
+            H = self.mixed(X, (other_type & key_valid) if cfg.use_mask else key_valid)
+        unmix = lambda Z: Z.gather(1, t.unmixed.unsqueeze(-1).expand(-1, -1, d))  # noqa: E731  back to slot order
+        H, X = unmix(H), unmix(X)
+        H_s2r = H[:, :R] if cfg.use_s2r else X[:, :R]
+        H_r2s = H[:, R:] if cfg.use_r2s else X[:, R:]
+        return H_s2r, H_r2s
+
+
+class UniSAR(nn.Module):
+    """Both tasks from one set of parameters (two with `joint=False`).
+
+    forward(step) -> (scores, losses): scores[task] are (B, C) logits, column 0 the true
+    item. In training, losses hold each task's terms ("rec/bce", "rec/rel", "rec/align", ...)
+    and "total" = L_rec + gamma * L_search, L_task = L_bce + alpha * L_rel + beta * L_align.
+    """
+
+    def __init__(self, cfg: UniSARConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.nets = nn.ModuleList(UniSARNet(cfg) for _ in range(1 if cfg.joint else len(TASKS)))
+
+    def tables(self) -> dict[str, list[nn.Embedding]]:
+        """Embedding tables by id kind, for the learner's row recycling and sparse optimizer."""
+        return {kind: [net.embed.tables()[kind] for net in self.nets] for kind in ("users", "items", "words")}
+
+    def reset_rows(self, kind: str, rows: torch.Tensor) -> None:
+        for net in self.nets:
+            net.embed.reset_rows(net.embed.tables()[kind], rows)
+
+    def forward(self, step: StepTensors) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        scores, losses = {}, {}
+        total = None
+        vectors = {}
+        for task in step.tasks:
+            net = self.nets[0 if cfg.joint else TASKS.index(task)]
+            if id(net) not in vectors:  # each distinct item and query is projected once per step
+                vectors[id(net)] = (
+                    net.embed.items(step.item_rows),
+                    net.embed.queries(step.word_rows, step.query_words, step.query_offsets),
+                )
+            scores[task], terms = net(step, task, *vectors[id(net)])
+            if not self.training:
+                continue
+            L_task = terms["bce"] + cfg.alpha * terms.get("rel", 0.0) + cfg.beta * terms.get("align", 0.0)
+            losses.update({f"{task}/{k}": v for k, v in terms.items()})
+            losses[f"{task}/total"] = L_task
+            weighted = L_task * (cfg.gamma if task == "search" else 1.0)
+            total = weighted if total is None else total + weighted
+        if total is not None:
+            losses["total"] = total
+        return scores, losses

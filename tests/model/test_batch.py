@@ -1,0 +1,59 @@
+import numpy as np
+
+from model.batch import collate, encode, sample_negatives
+from model.idtable import IdTable
+from stream.history import History, Limits, RecBehaviour, SearchBehaviour
+from stream.samples import Sample
+
+LIMITS = Limits(max_rec=4, max_search=3, max_clicks=2, max_words=4)
+
+
+def sample(task="rec", items=(9,), label=1, query=(), rec=(), search=()) -> Sample:
+    return Sample("e", 1, 100, task, items, label, query, History(-1, tuple(rec), tuple(search)))
+
+
+def test_mixed_sequence_is_time_ordered_rec_first_on_ties_padding_keeps_type():
+    s = sample(
+        rec=[RecBehaviour(10, 101), RecBehaviour(30, 102)],
+        search=[SearchBehaviour(20, (7, 8), (201,)), SearchBehaviour(30, (7,), ())],
+    )
+    b = collate([s], LIMITS)
+    r = b.tasks["rec"]
+    np.testing.assert_array_equal(r.rec_items[0], [101, 102, 0, 0])
+    # slots: rec 0..3, search 4..6. Time order: rec0 (10), search0 (20), rec1 (30), search1 (30), then padding
+    np.testing.assert_array_equal(r.mixed[0], [0, 4, 1, 5, 2, 3, 6])
+    assert b.queries[r.search_query[0, 0]].tolist()[:2] == [7, 8]
+    assert r.search_query[0, 2] == 0 and r.search_clicks[0, 0].tolist() == [201, 0]
+
+
+def test_search_rows_per_click_exposures_skipped_history_truncated():
+    long = [RecBehaviour(t, 100 + t) for t in range(10)]
+    b = collate(
+        [sample("search", items=(5, 6, 7), query=(1, 2)), sample(label=0), sample(rec=long)], LIMITS
+    )
+    assert b.skipped == 1
+    assert b.tasks["search"].target.tolist() == [5, 6]  # up to max_clicks rows
+    assert (b.tasks["search"].query == b.tasks["search"].query[0]).all()
+    assert b.tasks["rec"].rec_items[-1].tolist() == [106, 107, 108, 109]  # the latest 4
+
+
+def test_negatives_avoid_the_users_items_and_repeat_nothing():
+    rng = np.random.default_rng(0)
+    exclude = np.array([[1, 2, 3, 0], [4, 5, 0, 0]])
+    neg = sample_negatives(rng, 12, exclude, 7, strict=True)
+    for row, ex in zip(neg, exclude):
+        assert len(set(row.tolist())) == 7 and not set(row.tolist()) & set(ex.tolist())
+
+
+def test_encode_maps_ids_into_one_local_vocabulary():
+    s = sample(items=(9,), rec=[RecBehaviour(1, 11), RecBehaviour(2, 12)], search=[SearchBehaviour(3, (5,), (11, 13))])
+    tables = {k: IdTable(64) for k in ("users", "items", "words")}
+    tables["items"].lookup(np.arange(100, 130))  # items seen before: the pool negatives come from
+    step, _ = encode(collate([s] * 3, LIMITS), tables, np.random.default_rng(0), train=True, n_negatives=4)
+    t = step.tasks["rec"]
+    rows = step.item_rows[t.rec_items[0, :2]]
+    assert rows.tolist() == tables["items"].find(np.array([11, 12])).tolist()
+    assert step.item_rows[t.candidates[:, 0]].tolist() == tables["items"].find(np.array([9, 9, 9])).tolist()
+    assert t.candidates.shape == (3, 5)
+    negative_rows = set(step.item_rows[t.candidates[:, 1:]].flatten().tolist())
+    assert not negative_rows & set(tables["items"].find(np.array([9, 11, 12, 13])).tolist())

@@ -1,0 +1,17 @@
+import numpy as np
+import pytest
+
+from model.prequential import SlidingWindow
+
+
+def test_window_weights_rows_and_forgets_old_batches():
+    w = SlidingWindow(size=100)
+    perfect = np.tile(np.arange(100, 0, -1.0), (60, 1))  # true item strictly best
+    flat = np.ones((60, 100))  # every candidate tied: ties count against the model
+    w.add("rec", perfect)
+    assert w.result()["rec"]["HR@1"] == 1.0
+    w.add("rec", flat)
+    assert w.result()["rec"]["HR@1"] == pytest.approx((60 * 1.0 + 60 * 0.01) / 120)
+    w.add("rec", flat)  # the perfect batch leaves the window
+    assert w.result()["rec"]["HR@1"] == pytest.approx(0.01) and w.result()["rec"]["rows"] == 120
+    assert "search" not in w.result()

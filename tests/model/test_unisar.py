@@ -1,0 +1,120 @@
+"""UniSAR's components: the cross-type mask, robustness, gradients, ablations, losses."""
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from model.batch import collate, encode
+from model.learner import Learner
+from stream.history import History, RecBehaviour, SearchBehaviour
+from stream.samples import Sample
+
+
+def step_of(learner: Learner, samples: list):
+    batch = collate(samples, learner.limits)
+    learner.queries.add(batch.queries)
+    rng = np.random.default_rng(0)
+    step, _ = encode(batch, learner.ids, rng, train=True, n_negatives=4, n_rel_items=32,
+                     rel_queries=learner.queries.sample(rng, 32))
+    return step
+
+
+def sample(task, rec=(), search=(), items=(7,), query=(3,)):
+    history = History(-1, tuple(RecBehaviour(t, i) for t, i in rec), tuple(SearchBehaviour(t, q, c) for t, q, c in search))
+    return Sample("e", 5, 10_000, task, items, 1, query if task == "search" else (), history)
+
+
+INTERLEAVED = sample("rec", rec=[(1, 11), (3, 12), (5, 13)], search=[(2, (1, 2), (21,)), (4, (3,), (22, 23)), (6, (4,), ())])
+
+
+def mixed_outputs(use_mask: bool, E: torch.Tensor, step, net):
+    valid = torch.cat([step.tasks["rec"].rec_items != 0, step.tasks["rec"].search_query != 0], 1)
+    return net.cross_transitions(step.tasks["rec"], E, valid)
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_a_behaviour_attends_only_to_behaviours_of_the_other_type(use_mask):
+    learner = Learner(**TINY, use_mask=use_mask)
+    net = learner.model.nets[0].eval()
+    step = step_of(learner, [INTERLEAVED])
+    R = learner.config.max_rec
+    E = torch.randn(1, R + learner.config.max_search, TINY["d"])
+    H_s2r, H_r2s = mixed_outputs(use_mask, E, step, net)
+    changed = lambda a, b: (a - b).abs().amax(-1)[0] > 1e-6  # noqa: E731  per position
+    # nudge rec slot 0: other rec positions must not notice (same type), search positions must
+    E_rec = E.clone()
+    E_rec[0, 0] += 1.0
+    s2r, r2s = mixed_outputs(use_mask, E_rec, step, net)
+    assert changed(s2r, H_s2r)[0] and changed(r2s, H_r2s)[:3].all()
+    assert changed(s2r, H_s2r)[1:3].any() == (not use_mask)
+    # nudge search slot 0: rec positions notice, the other search positions do not
+    E_search = E.clone()
+    E_search[0, R] += 1.0
+    s2r, r2s = mixed_outputs(use_mask, E_search, step, net)
+    assert changed(s2r, H_s2r)[:3].all() and changed(r2s, H_r2s)[0]
+    assert changed(r2s, H_r2s)[1:3].any() == (not use_mask)
+
+
+def test_no_nan_with_empty_sub_histories_clickless_searches_or_no_history():
+    samples = [
+        sample("rec", rec=[(1, 11), (2, 12)]),  # no search history
+        sample("rec", search=[(1, (1,), (21,))]),  # no rec history
+        sample("search", rec=[(1, 11)], search=[(2, (2, 3), ())], items=(8, 9)),  # a search without clicks
+        sample("rec"),  # all padding
+        sample("search", items=(9,)),  # all padding
+    ]
+    learner = Learner(**TINY)
+    learner.learn_many(samples)  # puts the ids in the tables
+    step = step_of(learner, samples)
+    learner.model.train()
+    scores, losses = learner.model(step)
+    losses["total"].backward()
+    assert all(torch.isfinite(s).all() for s in scores.values())
+    assert all(torch.isfinite(v) for v in losses.values())
+    for name, p in learner.model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+            assert torch.isfinite(g).all(), name
+    assert all(torch.isfinite(s).all() for s in learner.score(samples, n_negatives=3).values())
+
+
+def test_every_parameter_gets_gradient_from_the_total_loss(batch_samples):
+    learner = Learner(**TINY)
+    learner.learn_many(batch_samples)
+    learner.model.train()
+    _, losses = learner.model(step_of(learner, batch_samples))
+    losses["total"].backward()
+    missing = []
+    for name, p in learner.model.named_parameters():
+        g = None if p.grad is None else (p.grad.coalesce().values() if p.grad.is_sparse else p.grad)
+        if g is None or not g.abs().sum() > 0:
+            missing.append(name)
+    assert not missing
+
+
+ABLATIONS = [
+    {"use_s2s": False}, {"use_r2r": False}, {"use_r2s": False}, {"use_s2r": False},
+    {"use_r2s": False, "use_s2r": False}, {"use_mask": False}, {"use_align": False}, {"use_rel": False},
+    {"use_rec_fusion": False}, {"use_search_fusion": False}, {"use_mmoe": False}, {"joint": False},
+]
+
+
+@pytest.mark.parametrize("flags", ABLATIONS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_every_ablation_trains(flags, batch_samples):
+    learner = Learner(**TINY, **flags)
+    for _ in range(2):
+        terms = learner.learn_many(batch_samples)
+        assert terms and all(np.isfinite(v) for v in terms.values())
+    assert ("rec/align" in terms) == flags.get("use_align", True)
+    assert ("rec/rel" in terms) == flags.get("use_rel", True)
+    scores = learner.score(batch_samples, n_negatives=9)
+    assert all(torch.isfinite(s).all() for s in scores.values())
+
+
+def test_each_loss_term_falls_on_a_small_learnable_problem(batch_samples):
+    learner = Learner(**TINY, lr=3e-3, seed=3)
+    history = [learner.learn_many(batch_samples) for _ in range(40)]
+    for term in ("rec/bce", "search/bce", "rec/rel", "search/rel", "rec/align", "search/align"):
+        first = np.mean([h[term] for h in history[:5]])
+        last = np.mean([h[term] for h in history[-5:]])
+        assert last < 0.9 * first, (term, first, last)
