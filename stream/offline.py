@@ -44,3 +44,25 @@ def read_jsonl_values(path: str) -> Iterator[bytes]:
             line = line.strip()
             if line:
                 yield line
+
+
+def split_by_time(path: str, last_fraction: float) -> tuple[int, list]:
+    """For a time-ordered event file: (number of leading lines to replay, decoded samples of
+    the trailing `last_fraction` of its lines). The held-out samples carry the histories the
+    stream would have built from everything before them."""
+    from stream import samples as sample_codec
+
+    if not 0.0 < last_fraction < 1.0:
+        raise ValueError(f"held-out fraction: expected a number in (0, 1), got {last_fraction}")
+    values = list(read_jsonl_values(path))
+    cutoff = int(len(values) * (1.0 - last_fraction))
+    stream = OfflineStream()
+    held: list = []
+    for offset, raw in enumerate(values):
+        event = parse_event(raw)
+        if isinstance(event, Rejection):
+            continue
+        for encoded in stream.feed_event(event, offset):
+            if offset >= cutoff:
+                held.append(sample_codec.decode(encoded))
+    return cutoff, held

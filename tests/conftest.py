@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.broker import EmbeddedBroker, free_port
-from ops.processes import settings_env  # noqa: F401 - tests import it from here
+from ops.processes import settings_env
 from ops.settings import Settings
 
 

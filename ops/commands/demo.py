@@ -1,114 +1,231 @@
-"""`unisar demo`: the whole ingestion path on this machine, with nothing to install or start.
+"""`unisar demo`: the whole system on this machine, with nothing to install or start.
 
-It starts the embedded broker, creates the topics, simulates events (or takes a file),
-runs a stream worker as its own process, replays the events into Kafka with a progress
-bar, waits until the worker has committed them all, prints what happened and writes a
-summary to --out. Everything it started stops on exit, Ctrl-C and errors included.
+It starts the embedded broker and creates the topics; simulates events (or loads
+ml-100k or a file) and holds out the latest 10% for offline evaluation; runs a stream
+worker and a continual trainer as their own processes; replays the rest into Kafka; shows a
+live view (events/s, samples/s, losses, HR/NDCG per task); stops on Ctrl-C, after
+--duration, or once the trainer has learned from everything; and writes a report to --out:
+PNG plots of losses and HR/NDCG over time, summary.json and summary.md. Everything it
+started stops on exit, errors included.
 """
 from __future__ import annotations
 
 import argparse
 
+DEFAULT_EVENTS = 120_000
+
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the pipeline end to end on the embedded broker",
+    p = sub.add_parser("demo", help="run the whole system end to end on the embedded broker",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=100_000, help="simulated events (default 100000)")
-    p.add_argument("--users", type=int, default=5_000, help="simulated users (default 5000)")
-    p.add_argument("--file", help="replay this event file (JSONL) instead of simulating")
+    p.add_argument("--dataset", default="simulator",
+                   help="simulator (default), ml-100k, or a path to an event file (JSONL, time-ordered)")
+    p.add_argument("--events", type=int, default=DEFAULT_EVENTS, help=f"simulated events (default {DEFAULT_EVENTS})")
+    p.add_argument("--users", type=int, default=2_000, help="simulated users (default 2000)")
     p.add_argument("--rate", type=float, help="events per second to replay at (default: as fast as possible)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
+    p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/demo", help="directory for events, state and the summary")
+    p.add_argument("--out", default="runs/demo", help="directory for data, state, logs and the report")
+    p.add_argument("--no-live", action="store_true", help="print a status line every 10 s instead of a live view")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+def _dataset(args, out) -> "Path":  # noqa: F821 - imported lazily
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from ops.broker import EmbeddedBroker, free_port
     from ops.commands._common import fail
-    from ops.metrics import scrape
-    from ops.settings import Settings
-    from stream.kafka import ensure_topics_sync
-    from stream.producer import EventProducer, Pacer, produce_lines
 
-    if args.events <= 0 or args.users <= 0:
-        fail(f"--events and --users must be positive, got {args.events} and {args.users}")
-    if args.rate is not None and args.rate <= 0:
-        fail(f"--rate must be positive, got {args.rate}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.file:
-        events_path = Path(args.file)
-        if not events_path.is_file():
-            fail(f"--file: expected an event file, found nothing at {events_path}")
-    else:
+    if args.dataset == "simulator":
         from stream.sources.jsonl import write_events
         from stream.sources.simulator import SimConfig, generate
 
-        events_path = out / "events.jsonl"
-        config = SimConfig(users=args.users, seed=args.seed)
-        write_events(generate(config, args.events), events_path, check_every=100,
-                     desc="simulating events", total=args.events)
+        path = out / "events.jsonl"
+        write_events(generate(SimConfig(users=args.users, seed=args.seed), args.events), path,
+                     check_every=100, desc="simulating events", total=args.events)
+        return path
+    if args.dataset == "ml-100k":
+        from ops.cli import main as cli
 
-    state_dir = out / f"state-{int(time.time())}"  # the embedded broker starts empty each run
-    worker_log = out / "worker.log"
-    with EmbeddedBroker(log_path=out / "broker.log") as broker:
-        settings = Settings(brokers=broker.bootstrap, state_dir=str(state_dir), metrics_port=free_port())
+        path = out / "ml-100k.jsonl"
+        if cli(["data", "movielens", "--out", str(path), "--seed", str(args.seed)]) != 0:
+            fail("could not prepare ml-100k (see the message above)", 1)
+        return path
+    path = Path(args.dataset)
+    if not path.is_file():
+        fail(f"--dataset: expected simulator, ml-100k or an event file, got {args.dataset!r}")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from ops.commands._common import fail
+
+    if args.events <= 0 or args.users <= 0 or args.batch_size <= 0:
+        fail("--events, --users and --batch-size must be positive")
+    for flag in ("rate", "duration"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            fail(f"--{flag} must be positive, got {getattr(args, flag)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    events_path = _dataset(args, out)
+    run_dir = out / time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir.mkdir()
+    return _run_system(args, events_path, run_dir)
+
+
+def _run_system(args, events_path, run_dir) -> int:
+    import itertools
+    import sys
+    import threading
+    import time
+
+    from ops.broker import EmbeddedBroker, free_port
+    from ops.metrics import scrape_samples
+    from ops.processes import Child
+    from ops.report import RunRecord, flatten, write_report
+    from ops.settings import Settings
+    from stream.kafka import ensure_topics_sync
+    from stream.offline import read_jsonl_values, split_by_time
+    from stream.producer import EventProducer, Pacer, produce_lines
+
+    cutoff, heldout = split_by_time(str(events_path), 0.1)
+    print(f"{events_path}: replaying the first {cutoff:,} events; the samples of the rest ({len(heldout):,}) "
+          f"are the offline evaluation set")
+    record = RunRecord()
+    stop = threading.Event()
+    produced = {"sent": 0, "invalid": 0}
+    children: list[Child] = []
+    with EmbeddedBroker(log_path=run_dir / "broker.log") as broker:
+        settings = Settings(
+            brokers=broker.bootstrap, state_dir=str(run_dir / "state"), checkpoint_dir=str(run_dir / "checkpoints"),
+            metrics_port=free_port(), trainer_metrics_port=free_port(), batch_size=args.batch_size,
+            max_wait_s=1.0, heldout=str(events_path), heldout_last=0.1, offline_every_steps=40, seed=args.seed,
+            n_users=max(1024, 2 * args.users), n_items=1 << 16, n_words=1 << 14)
         ensure_topics_sync(settings)
-        env = {**os.environ, **{f"UNISAR_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                                if v is not None}}
-        with open(worker_log, "ab") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT)
         try:
-            print(f"broker {broker.bootstrap}; worker pid {worker.pid}, metrics "
-                  f"http://127.0.0.1:{settings.metrics_port}/metrics, log {worker_log}")
-            with EventProducer(settings) as producer, open(events_path, "rb") as source, \
-                    tqdm(desc="producing", unit="ev") as bar:
-                produced = produce_lines(producer, source, Pacer(args.rate), bar)
-            started = time.monotonic()
-            with tqdm(total=produced.sent + len(produced.invalid), desc="worker committed", unit="ev") as bar:
-                done = 0.0
-                while done < produced.sent:
-                    if worker.poll() is not None:
-                        fail(f"the worker exited with code {worker.returncode}; see {worker_log}", 1)
-                    try:
-                        metrics = scrape(settings.metrics_port)
-                    except OSError:
-                        metrics = {}
-                    done = metrics.get("unisar_event_processing_seconds_count", 0.0)
-                    bar.update(int(done) - bar.n)
-                    time.sleep(0.2)
-        finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+            children.append(Child("worker", settings, run_dir / "worker.log"))
+            children.append(Child("train", settings, run_dir / "trainer.log"))
+            print(f"broker {broker.bootstrap} | worker metrics :{settings.metrics_port}/metrics | trainer metrics "
+                  f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}")
 
+            def replay() -> None:
+                lines = (v + b"\n" for v in itertools.islice(read_jsonl_values(str(events_path)), cutoff))
+                with EventProducer(settings) as producer:
+                    summary = produce_lines(producer, _Stoppable(lines, stop), Pacer(args.rate))
+                produced.update(sent=summary.sent, invalid=len(summary.invalid))
+                produced["done"] = True
+
+            threading.Thread(target=replay, name="replay", daemon=True).start()
+            live = _LiveView(sys.stdout.isatty() and not args.no_live)
+            deadline = time.monotonic() + args.duration if args.duration else None
+            idle_since = None
+            while True:
+                time.sleep(1.0)
+                for child in children:
+                    if not child.alive():
+                        raise SystemExit(f"unisar demo: the {child.command} exited with code {child.proc.returncode};"
+                                         f" see {child.log_path}")
+                values = {}
+                for port in (settings.metrics_port, settings.trainer_metrics_port):
+                    try:
+                        values.update(flatten(scrape_samples(port)))
+                    except OSError:
+                        pass
+                record.add(values)
+                live.show(record, produced)
+                if deadline and time.monotonic() > deadline:
+                    break
+                # done: replay finished and the trainer has stopped taking steps for a while
+                if produced.get("done") and record.rate("trained", 3.0) == 0 and record.last("trained"):
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > 4:
+                        break
+                else:
+                    idle_since = None
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping and writing the report")
+        finally:
+            stop.set()
+            for child in reversed(children):
+                child.stop()
+    return _finish(run_dir, record, produced, settings, events_path, len(heldout), [c.pid for c in children])
+
+
+def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -> int:
+    from ops.report import write_report
+
+    quality = {}
+    for task in ("rec", "search"):
+        for mode in ("prequential", "offline"):
+            metrics = {f"{m}@{k}": record.last(f"{m.lower()}/{task}/{k}/{mode}")
+                       for m, ks in (("HR", (1, 5, 10)), ("NDCG", (5, 10))) for k in ks}
+            if any(v is not None for v in metrics.values()):
+                quality.setdefault(task, {})[mode] = metrics
+    losses = {}
+    for key in sorted({k for r in record.rows for k in r if k.startswith("loss/")}):
+        _, values = record.series(key)
+        if values:
+            head, tail = values[: max(1, len(values) // 10)], values[-max(1, len(values) // 10):]
+            losses[key[5:]] = {"first": sum(head) / len(head), "last": sum(tail) / len(tail)}
     summary = {
-        "events_file": str(events_path), "events_sent": produced.sent, "invalid_lines": len(produced.invalid),
-        "produce_seconds": round(produced.seconds, 2), "wait_after_produce_seconds": round(time.monotonic() - started, 2),
-        "applied": metrics.get("unisar_events_total", 0.0) - metrics.get("unisar_dead_letters_total", 0.0),
-        "dead_letters": metrics.get("unisar_dead_letters_total", 0.0),
-        "samples": metrics.get("unisar_samples_total", 0.0), "users_stored": metrics.get("unisar_users_stored", 0.0),
-        "state_dir": str(state_dir), "broker": broker.bootstrap, "worker_pid": worker.pid,
+        "events_file": str(events_path), "events_replayed": produced["sent"], "invalid_lines": produced["invalid"],
+        "heldout_samples": n_heldout, "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
+        "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
+        "model_step": record.last("step", 0), "dead_letters": record.last("dead_letters", 0),
+        "mean_freshness_seconds": round(record.last("freshness_sum", 0) / max(1, record.last("freshness_count", 0)), 3),
+        "quality": quality, "losses": losses, "broker": settings.brokers, "run_dir": str(run_dir), "pids": pids,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(produced.render(show=5))
-    print(f"worker: {summary['applied']:,.0f} events applied, {summary['samples']:,.0f} training samples, "
-          f"{summary['dead_letters']:,.0f} dead letters, ~{summary['users_stored']:,.0f} users in {state_dir}")
-    with open(events_path, "rb") as fh:
-        first_user = json.loads(fh.readline()).get("user", "?")
-    print(f"summary written to {out / 'summary.json'}; try: unisar inspect --state-dir {state_dir} --user {first_user}")
+    plots = write_report(run_dir, record, summary)
+    print(f"\nreport: {run_dir / 'summary.md'} ({len(plots)} plots)")
+    for task, modes in quality.items():
+        for mode, m in modes.items():
+            shown = "  ".join(f"{k} {v:.3f}" for k, v in m.items() if v is not None)
+            print(f"  {task:<6} {mode:<11} {shown}")
+    for name, v in losses.items():
+        print(f"  loss {name:<18} {v['first']:.4f} -> {v['last']:.4f}")
     return 0
+
+
+class _Stoppable:
+    """Iterate `lines` until `stop` is set (the replay ends early on Ctrl-C or --duration)."""
+
+    def __init__(self, lines, stop) -> None:
+        self.lines, self.stop = lines, stop
+
+    def __iter__(self):
+        for line in self.lines:
+            if self.stop.is_set():
+                return
+            yield line
+
+
+class _LiveView:
+    """A few lines redrawn in place on a terminal; a status line every 10 s otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.drawn, self.last_print = tty, 0, 0.0
+
+    def show(self, record, produced) -> None:
+        import time
+
+        r = lambda k: record.last(k)  # noqa: E731
+        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        lines = [
+            f"t={record.rows[-1]['t']:6.0f}s  replayed {'done' if produced.get('done') else '...'}  "
+            f"events/s {record.rate('events'):8,.0f}  samples/s {record.rate('trained'):7,.0f}  "
+            f"step {r('step') or 0:6.0f}  dead letters {r('dead_letters') or 0:,.0f}",
+        ]
+        for task in ("rec", "search"):
+            lines.append(
+                f"  {task:<6} loss {fmt(r(f'loss/{task}/total') or r(f'loss/{task}/click'))}  "
+                f"HR@10 {fmt(r(f'hr/{task}/10/prequential'))} (offline {fmt(r(f'hr/{task}/10/offline'))})  "
+                f"NDCG@10 {fmt(r(f'ndcg/{task}/10/prequential'))} (offline {fmt(r(f'ndcg/{task}/10/offline'))})")
+        if self.tty:
+            print(("\x1b[F\x1b[K" * self.drawn) + "\n".join(lines), flush=True)
+            self.drawn = len(lines)
+        elif time.monotonic() - self.last_print >= 10:
+            print(" | ".join(line.strip() for line in lines), flush=True)
+            self.last_print = time.monotonic()

@@ -71,16 +71,23 @@ def test_produce_sends_valid_lines_and_reports_bad_ones_by_line(settings, tmp_pa
 
 
 @pytest.mark.integration
-def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
+@pytest.mark.slow
+def test_demo_runs_the_whole_system_writes_its_report_and_cleans_up(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--events", "4000", "--users", "300",
-                           "--out", str(out)], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--events", "8000", "--users", "300",
+                           "--batch-size", "256", "--no-live", "--out", str(out)],
+                          capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["events_sent"] == 4000 and summary["applied"] == 4000
-    assert 0 < summary["samples"] <= 4000 and summary["dead_letters"] == 0
-    # nothing left running: the worker is gone and the broker's port no longer answers
-    with pytest.raises(ProcessLookupError):
-        os.kill(summary["worker_pid"], 0)
+    (run_dir,) = out.glob("run-*")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["events_replayed"] == 7200 and summary["events_read"] == 7200
+    assert summary["samples_trained"] > 0 and summary["model_step"] > 0
+    assert {"losses.png", "quality_rec.png", "quality_search.png", "throughput.png"} <= set(summary["plots"])
+    assert all((run_dir / p).stat().st_size > 10_000 for p in summary["plots"])
+    assert "rec/click" in summary["losses"] and "| rec | prequential |" in (run_dir / "summary.md").read_text()
+    # nothing left running: the children are gone and the broker's port no longer answers
+    for pid in summary["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     host, port = summary["broker"].split(":")
     assert not answers_kafka(host, int(port))

@@ -1,0 +1,75 @@
+"""`unisar train`: the continual trainer (sar.samples -> test-then-train -> checkpoints)."""
+from __future__ import annotations
+
+import argparse
+
+from ops.commands._common import add_kafka_flags
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="run the continual trainer on the samples topic",
+                       description="Consume training samples in a consumer group, score each mini-batch before "
+                                   "learning from it (prequential HR/NDCG), take one joint UniSAR step, checkpoint "
+                                   "atomically and resume from the newest checkpoint. Serves /metrics. Ctrl-C stops "
+                                   "it cleanly (final checkpoint).")
+    p.add_argument("--checkpoint-dir", help="checkpoints (default ./checkpoints); resumes from the newest")
+    p.add_argument("--model", help="model of the zoo (default unisar)")
+    p.add_argument("--batch-size", type=int, help="samples per step (default 1024)")
+    p.add_argument("--max-wait", type=float, dest="max_wait_s", help="seconds before a partial batch trains (default 2)")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every_steps", help="steps (default 50)")
+    p.add_argument("--checkpoint-every-s", type=float, dest="checkpoint_every_s", help="seconds (default 60)")
+    p.add_argument("--keep", type=int, dest="keep_checkpoints", help="checkpoints kept (default 3)")
+    p.add_argument("--heldout", help="time-ordered event file (JSONL); the samples of its last --heldout-last "
+                                     "fraction are the offline evaluation set")
+    p.add_argument("--heldout-last", type=float, help="fraction held out (default 0.1)")
+    p.add_argument("--offline-every", type=int, dest="offline_every_steps", help="steps between offline evaluations")
+    p.add_argument("--metrics-port", type=int, dest="trainer_metrics_port", help="/metrics port (default 9109; 0 = off)")
+    p.add_argument("--items", type=int, dest="n_items", help="item table rows (default 262144)")
+    p.add_argument("--users", type=int, dest="n_users", help="user table rows (default 32768)")
+    p.add_argument("--words", type=int, dest="n_words", help="word table rows (default 131072)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda")
+    add_kafka_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ops.commands._common import fail, run_until_signalled, settings_from
+    from ops.metrics import TrainerMetrics
+    from stream.kafka import ensure_topics
+    from stream.offline import split_by_time
+    from stream.trainer import ContinualTrainer
+
+    names = ("checkpoint_dir", "model", "batch_size", "max_wait_s", "checkpoint_every_steps", "checkpoint_every_s",
+             "keep_checkpoints", "heldout", "heldout_last", "offline_every_steps", "trainer_metrics_port", "n_items", "n_users",
+             "n_words", "seed", "device")
+    settings = settings_from(args, **{n: getattr(args, n) for n in names})
+    from model.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    heldout = []
+    if settings.heldout:
+        try:
+            _, heldout = split_by_time(settings.heldout, settings.heldout_last)
+        except OSError as exc:
+            fail(f"--heldout: expected a readable event file, got {settings.heldout!r} ({exc.strerror})")
+    metrics = TrainerMetrics()
+    if settings.trainer_metrics_port:
+        try:
+            port = metrics.serve(settings.trainer_metrics_port, settings.metrics_addr)
+        except OSError as exc:
+            fail(f"cannot serve /metrics on port {settings.trainer_metrics_port}: {exc.strerror}")
+        logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
+    try:
+        trainer = ContinualTrainer(settings, metrics, heldout)
+    except ValueError as exc:  # e.g. a checkpoint of another model or config
+        fail(f"cannot start from {settings.checkpoint_dir!r}: {exc}")
+
+    async def main(stop) -> None:
+        await ensure_topics(settings)
+        await trainer.run(stop)
+
+    run_until_signalled(main)
+    return 0

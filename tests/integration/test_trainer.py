@@ -1,0 +1,84 @@
+"""The continual trainer on the real broker: it learns from sar.samples, checkpoints, and
+after a kill -9 resumes from its newest checkpoint with its metrics continuing."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from eventgen import valid_events
+
+from ops.broker import free_port
+from ops.processes import settings_env
+from ops.metrics import scrape
+from state.checkpoints import CheckpointDir
+from stream.kafka import ensure_topics_sync
+from stream.offline import OfflineStream
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def produce_samples(settings, n_events: int) -> int:
+    import orjson
+    from kafka import KafkaProducer
+
+    encoded = list(OfflineStream().feed(orjson.dumps(e) for e in valid_events(n_events, users=200, seed=4)))
+    producer = KafkaProducer(bootstrap_servers=settings.brokers, acks="all", linger_ms=10)
+    for value in encoded:
+        producer.send(settings.samples_topic, value=value)
+    producer.flush()
+    producer.close()
+    return len(encoded)
+
+
+def start_trainer(settings, tmp_path, port: int, name: str) -> subprocess.Popen:
+    env = settings_env(settings, trainer_metrics_port=port, checkpoint_dir=tmp_path / "ckpt", batch_size=128,
+                       max_wait_s=0.5, checkpoint_every_steps=4, n_items=4096, n_users=512, n_words=1024)
+    log = open(tmp_path / f"{name}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", "train"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(port: int, proc, name: str, at_least: float, timeout_s: float = 180) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "trainer exited early"
+        try:
+            metrics = scrape(port)
+            if metrics.get(name, 0) >= at_least:
+                return metrics
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{name} did not reach {at_least} in {timeout_s} s")
+
+
+def test_trainer_learns_checkpoints_and_resumes_after_kill_9(settings, tmp_path):
+    ensure_topics_sync(settings)
+    produce_samples(settings, 12_000)
+    port = free_port()
+    first = start_trainer(settings, tmp_path, port, "first")
+    metrics = wait_for(port, first, "unisar_checkpoints_total", 2)
+    for name in ("unisar_train_loss", "unisar_hr", "unisar_ndcg", "unisar_freshness_seconds_count",
+                 "unisar_embedding_rows_used", "unisar_train_samples_total", "unisar_model_step"):
+        assert name in metrics, name
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    ckpts = CheckpointDir(tmp_path / "ckpt")
+    saved = ckpts.steps()
+    assert saved, "no checkpoint was written"
+    state = ckpts.load_latest()  # loads with weights_only=True: nothing torn
+    assert state["step"] == saved[-1] and state["offsets"]
+
+    second = start_trainer(settings, tmp_path, port, "second")
+    try:
+        resumed = wait_for(port, second, "unisar_model_step", saved[-1] + 2)
+        assert resumed["unisar_model_step"] >= saved[-1] + 2
+        assert resumed["unisar_train_steps_total"] < resumed["unisar_model_step"]  # it did not start over
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    assert max(CheckpointDir(tmp_path / "ckpt").steps()) > saved[-1]
