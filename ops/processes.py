@@ -33,6 +33,11 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (the crash tests' kill -9)."""
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM (a clean stop: final commit or checkpoint), then SIGKILL if it hangs."""
         if self.proc.poll() is None:

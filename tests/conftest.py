@@ -2,16 +2,13 @@
 fresh topic names per test, and a way to run `unisar worker` as a real process."""
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ops.broker import EmbeddedBroker, free_port
-from ops.processes import settings_env
+from ops.processes import Child
 from ops.settings import Settings
 
 
@@ -32,27 +29,12 @@ def settings(broker, tmp_path) -> Settings:
     )
 
 
-class WorkerProcess:
-    """`unisar worker` in its own process, so tests can SIGTERM or kill -9 it."""
+class WorkerProcess(Child):
+    """`unisar worker` in its own process, serving /metrics on a port of its own."""
 
     def __init__(self, settings: Settings, log_path: Path, **overrides) -> None:
         self.metrics_port = free_port()
-        env = settings_env(settings, metrics_port=self.metrics_port, **overrides)
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker"], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self.log.close()
-        return code
-
-    def kill(self) -> None:
-        self.proc.kill()  # SIGKILL: no clean-up at all
-        self.proc.wait()
-        self.log.close()
+        super().__init__("worker", settings, log_path, metrics_port=self.metrics_port, **overrides)
 
 
 @pytest.fixture

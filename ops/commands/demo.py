@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_EVENTS = 120_000
+DEFAULT_EVENTS = 80_000
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="simulator",
                    help="simulator (default), ml-100k, or a path to an event file (JSONL, time-ordered)")
     p.add_argument("--events", type=int, default=DEFAULT_EVENTS, help=f"simulated events (default {DEFAULT_EVENTS})")
-    p.add_argument("--users", type=int, default=2_000, help="simulated users (default 2000)")
+    p.add_argument("--users", type=int, default=1_500, help="simulated users (default 1500)")
     p.add_argument("--rate", type=float, help="events per second to replay at (default: as fast as possible)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")

@@ -2,10 +2,6 @@
 after a kill -9 resumes from its newest checkpoint with its metrics continuing."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +9,7 @@ import pytest
 from eventgen import valid_events
 
 from ops.broker import free_port
-from ops.processes import settings_env
+from ops.processes import Child
 from ops.metrics import scrape
 from state.checkpoints import CheckpointDir
 from stream.kafka import ensure_topics_sync
@@ -35,17 +31,16 @@ def produce_samples(settings, n_events: int) -> int:
     return len(encoded)
 
 
-def start_trainer(settings, tmp_path, port: int, name: str) -> subprocess.Popen:
-    env = settings_env(settings, trainer_metrics_port=port, checkpoint_dir=tmp_path / "ckpt", batch_size=128,
-                       max_wait_s=0.5, checkpoint_every_steps=4, n_items=4096, n_users=512, n_words=1024)
-    log = open(tmp_path / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "ops.cli", "train"], env=env, stdout=log, stderr=subprocess.STDOUT)
+def start_trainer(settings, tmp_path, port: int, name: str) -> Child:
+    return Child("train", settings, tmp_path / f"{name}.log", trainer_metrics_port=port,
+                 checkpoint_dir=tmp_path / "ckpt", batch_size=128, max_wait_s=0.5, checkpoint_every_steps=4,
+                 n_items=4096, n_users=512, n_words=1024)
 
 
 def wait_for(port: int, proc, name: str, at_least: float, timeout_s: float = 180) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "trainer exited early"
+        assert proc.alive(), "trainer exited early"
         try:
             metrics = scrape(port)
             if metrics.get(name, 0) >= at_least:
@@ -65,8 +60,7 @@ def test_trainer_learns_checkpoints_and_resumes_after_kill_9(settings, tmp_path)
     for name in ("unisar_train_loss", "unisar_hr", "unisar_ndcg", "unisar_freshness_seconds_count",
                  "unisar_embedding_rows_used", "unisar_train_samples_total", "unisar_model_step"):
         assert name in metrics, name
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.kill()
     ckpts = CheckpointDir(tmp_path / "ckpt")
     saved = ckpts.steps()
     assert saved, "no checkpoint was written"
@@ -79,6 +73,5 @@ def test_trainer_learns_checkpoints_and_resumes_after_kill_9(settings, tmp_path)
         assert resumed["unisar_model_step"] >= saved[-1] + 2
         assert resumed["unisar_train_steps_total"] < resumed["unisar_model_step"]  # it did not start over
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0
+        assert second.stop() == 0
     assert max(CheckpointDir(tmp_path / "ckpt").steps()) > saved[-1]
