@@ -406,7 +406,6 @@ class UniSARNet(nn.Module):
         self, step: StepTensors, task: str, V_item: torch.Tensor, V_query: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, t = self.cfg, step.tasks[task]
-        R = cfg.max_rec
         # behaviours: a rec slot is its item; a search slot its query plus the mean of its clicks
         rec_mask, search_mask = t.rec_items != 0, t.search_query != 0  # (B, R), (B, S)
         E_rec = V_item[t.rec_items]  # (B, R, d)

@@ -103,10 +103,8 @@ def write_report(out: Path, record: RunRecord, summary: dict) -> list[Path]:
         if _plot(out / f"quality_{task}.png", f"{task}: HR and NDCG (sampled, 1 true + 99 negatives)", quality,
                  "metric", hline=(0.10, "random HR@10")):
             plots.append(out / f"quality_{task}.png")
-    t, events = record.series("events")
-    _, trained = record.series("trained")
     rates = {}
-    for name, (xs, ys) in {"events read by the worker": (t, events),
+    for name, (xs, ys) in {"events read by the worker": record.series("events"),
                            "samples trained": record.series("trained")}.items():
         rates[name] = (xs[1:], [(ys[i] - ys[i - 1]) / max(1e-9, xs[i] - xs[i - 1]) for i in range(1, len(xs))])
     if _plot(out / "throughput.png", "Throughput", rates, "per second"):

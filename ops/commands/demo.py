@@ -11,6 +11,7 @@ started stops on exit, errors included.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DEFAULT_EVENTS = 80_000
 
@@ -31,9 +32,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _dataset(args, out) -> "Path":  # noqa: F821 - imported lazily
-    from pathlib import Path
-
+def _dataset(args, out: Path) -> Path:
     from ops.commands._common import fail
 
     if args.dataset == "simulator":
@@ -59,7 +58,6 @@ def _dataset(args, out) -> "Path":  # noqa: F821 - imported lazily
 
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from ops.commands._common import fail
 
@@ -85,7 +83,7 @@ def _run_system(args, events_path, run_dir) -> int:
     from ops.broker import EmbeddedBroker, free_port
     from ops.metrics import scrape_samples
     from ops.processes import Child
-    from ops.report import RunRecord, flatten, write_report
+    from ops.report import RunRecord, flatten
     from ops.settings import Settings
     from stream.kafka import ensure_topics_sync
     from stream.offline import read_jsonl_values, split_by_time
