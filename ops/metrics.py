@@ -8,7 +8,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class WorkerMetrics:
+class _Served:
+    registry: CollectorRegistry
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve /metrics on `port` (0 picks a free one); returns the bound port."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server.server_port
+
+
+class WorkerMetrics(_Served):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
         self.events = Counter(
@@ -35,11 +44,6 @@ class WorkerMetrics:
             "unisar_changelog_restored_total", "Histories restored from the changelog on partition "
             "assignment", registry=registry)
 
-    def serve(self, port: int, addr: str = "127.0.0.1"):
-        """Serve /metrics on `port` (0 picks a free one); returns the bound port."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return server.server_port
-
 
 
 TASKS = ("rec", "search")
@@ -51,7 +55,7 @@ ID_TABLES = ("users", "items", "words")
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20, 30, 60, 120, 300)
 
 
-class TrainerMetrics:
+class TrainerMetrics(_Served):
     """The continual trainer's metrics. Quality is exported as gauges of the latest window
     (prequential: test-then-train over a sliding window; offline: the held-out protocol)."""
 
@@ -86,10 +90,6 @@ class TrainerMetrics:
                                      "checkpoint", registry=registry)
         self.offline_eval_seconds = Histogram("unisar_offline_eval_seconds", "Seconds one offline evaluation "
                                               "takes", buckets=LATENCY_BUCKETS, registry=registry)
-
-    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return server.server_port
 
 
 def fresh_registry() -> CollectorRegistry:
