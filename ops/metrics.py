@@ -52,6 +52,7 @@ HR_KS = (1, 5, 10)
 NDCG_KS = (5, 10)
 MODES = ("prequential", "offline")
 ID_TABLES = ("users", "items", "words")
+SKIP_REASONS = ("duplicate", "stale", "undecodable")
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20, 30, 60, 120, 300)
 
 
@@ -85,11 +86,16 @@ class TrainerMetrics(_Served):
                          ["partition"], registry=registry)
         self.nonfinite = Counter("unisar_train_nonfinite_loss_total", "Steps whose loss was NaN or infinite "
                                  "(skipped)", registry=registry)
+        self.skipped = Counter("unisar_train_samples_skipped_total", "Samples consumed but not trained on, by "
+                               "reason (duplicate: an at-least-once repeat of a trained event; stale: older than "
+                               "max_staleness_s; undecodable)", ["reason"], registry=registry)
         self.checkpoints = Counter("unisar_checkpoints_total", "Checkpoints written", registry=registry)
         self.last_checkpoint = Gauge("unisar_last_checkpoint_timestamp_seconds", "Unix time of the newest "
                                      "checkpoint", registry=registry)
         self.offline_eval_seconds = Histogram("unisar_offline_eval_seconds", "Seconds one offline evaluation "
                                               "takes", buckets=LATENCY_BUCKETS, registry=registry)
+        self.last_offline_eval = Gauge("unisar_last_offline_eval_timestamp_seconds", "Unix time the newest "
+                                       "offline evaluation finished", registry=registry)
 
 
 def fresh_registry() -> CollectorRegistry:

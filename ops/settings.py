@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     heldout: str | None = Field(None, description="time-ordered event file (JSONL) for the offline evaluation")
     heldout_last: float = Field(0.1, gt=0, lt=1, description="its trailing fraction held out for evaluation")
     offline_every_steps: int = Field(100, ge=1)
+    dedup_window: int = Field(1 << 20, ge=1, description="event ids remembered to drop repeated samples")
+    max_staleness_s: float | None = Field(None, gt=0, description="shed samples ingested longer ago (default: train on all)")
     n_users: int = Field(1 << 15, ge=2, description="rows of the user id table")
     n_items: int = Field(1 << 18, ge=2, description="rows of the item id table")
     n_words: int = Field(1 << 17, ge=2, description="rows of the word id table")

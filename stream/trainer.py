@@ -29,6 +29,7 @@ from ops.metrics import TrainerMetrics
 from ops.settings import Settings
 from state.checkpoints import CheckpointDir
 from stream import samples as sample_codec
+from stream.admission import ADMIT, Admission
 from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self.metrics = metrics
         self.ckpts = CheckpointDir(settings.checkpoint_dir, keep=settings.keep_checkpoints)
         state = self.ckpts.load_latest()
+        self.admission = Admission(settings.dedup_window, settings.max_staleness_s)
         if state is None:
             self.learner = new_learner(settings)
             self.offsets: dict[int, int] = {}
         else:
             self.learner = Learner.from_state_dict(state, device=settings.device)
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
+            if "admission" in state:
+                self.admission.load_state_dict(state["admission"])
             log.info("resumed from checkpoint at step %d, offsets %s", self.learner.step, self.offsets)
         self.window = SlidingWindow(settings.window)
         self.heldout = evaluable(heldout or [])
@@ -110,7 +114,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                         sample = sample_codec.decode(record.value)
                     except ValueError as exc:
                         log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
-                        continue
+                        sample = None  # still queued: its offset must move on in order
                     await queue.put((tp.partition, record.offset, sample))
             for tp in self._consumer.assignment():
                 high = self._consumer.highwater(tp)
@@ -142,16 +146,31 @@ class ContinualTrainer(ConsumerRebalanceListener):
             if not batch:
                 continue
             started = time.monotonic()
-            terms = await asyncio.to_thread(self._test_then_train, [s for _, _, s in batch])
-            for partition, offset, _ in batch:
+            samples = self._admit(batch)
+            terms = await asyncio.to_thread(self._test_then_train, samples) if samples else None
+            for partition, offset, _ in batch:  # skipped samples are consumed too
                 self.offsets[partition] = max(self.offsets.get(partition, 0), offset + 1)
-            self._record(batch, terms, time.monotonic() - started)
+            if terms is None:
+                continue
+            self._record(samples, terms, time.monotonic() - started)
             self._steps_since_ckpt += 1
             if (self._steps_since_ckpt >= self.settings.checkpoint_every_steps
                     or time.monotonic() - self._last_ckpt >= self.settings.checkpoint_every_s):
                 await self._checkpoint()
             if self.heldout and self.learner.step % self.settings.offline_every_steps == 0:
                 self._start_offline_eval()
+
+    def _admit(self, batch: list) -> list:
+        """The batch's samples worth learning from. Decided here, between steps, so the
+        admission memory in a checkpoint matches the offsets saved with it."""
+        now, kept = time.time(), []
+        for _, _, sample in batch:
+            verdict = "undecodable" if sample is None else self.admission.decide(sample, now)
+            if verdict == ADMIT:
+                kept.append(sample)
+            else:
+                self.metrics.skipped.labels(verdict).inc()
+        return kept
 
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The
@@ -161,14 +180,14 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 self.window.add(task, scores.numpy())
         return self.learner.learn_many(samples)
 
-    def _record(self, batch: list, terms: dict[str, float], seconds: float) -> None:
+    def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
         m = self.metrics
         m.step_seconds.observe(seconds)
         m.steps.inc()
         m.model_step.set(self.learner.step)
-        m.batch_size.set(len(batch))
+        m.batch_size.set(len(samples))
         now = time.time()
-        for _, _, s in batch:
+        for s in samples:
             m.samples.labels(s.task).inc()
             if s.ingest_ms:
                 m.freshness.observe(max(0.0, now - s.ingest_ms / 1000))
@@ -202,6 +221,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
     async def _checkpoint(self) -> None:
         state = self.learner.state_dict()
         state["offsets"] = {str(p): o for p, o in self.offsets.items()}
+        state["admission"] = self.admission.state_dict()
         await asyncio.to_thread(self.ckpts.save, state, self.learner.step)
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
@@ -227,6 +247,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             started = time.monotonic()
             results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed)
             self.metrics.offline_eval_seconds.observe(time.monotonic() - started)
+            self.metrics.last_offline_eval.set(time.time())
             for task, result in results.items():
                 self._export_quality(task, "offline", result)
             log.info("offline evaluation at step %d: %s", snapshot.step, results)

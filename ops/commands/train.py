@@ -23,6 +23,9 @@ def register(sub) -> None:
                                      "fraction are the offline evaluation set")
     p.add_argument("--heldout-last", type=float, help="fraction held out (default 0.1)")
     p.add_argument("--offline-every", type=int, dest="offline_every_steps", help="steps between offline evaluations")
+    p.add_argument("--max-staleness", type=float, dest="max_staleness_s", metavar="S",
+                   help="shed samples ingested more than S seconds ago, counted in "
+                        "unisar_train_samples_skipped_total{reason=\"stale\"} (default: train on every sample)")
     p.add_argument("--metrics-port", type=int, dest="trainer_metrics_port", help="/metrics port (default 9109; 0 = off)")
     p.add_argument("--items", type=int, dest="n_items", help="item table rows (default 262144)")
     p.add_argument("--users", type=int, dest="n_users", help="user table rows (default 32768)")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.trainer import ContinualTrainer
 
     names = ("checkpoint_dir", "model", "batch_size", "max_wait_s", "checkpoint_every_steps", "checkpoint_every_s",
-             "keep_checkpoints", "heldout", "heldout_last", "offline_every_steps", "trainer_metrics_port", "n_items", "n_users",
+             "keep_checkpoints", "heldout", "heldout_last", "offline_every_steps", "max_staleness_s", "trainer_metrics_port", "n_items", "n_users",
              "n_words", "seed", "device")
     settings = settings_from(args, **{n: getattr(args, n) for n in names})
     from model.runtime import keep_freed_memory

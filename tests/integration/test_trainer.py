@@ -18,13 +18,15 @@ from stream.offline import OfflineStream
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def produce_samples(settings, n_events: int) -> int:
+def produce_samples(settings, n_events: int, repeat_first: int = 0) -> int:
+    """The samples of `n_events` events, the first `repeat_first` of them sent twice (as a
+    worker's at-least-once redelivery would)."""
     import orjson
     from kafka import KafkaProducer
 
     encoded = list(OfflineStream().feed(orjson.dumps(e) for e in valid_events(n_events, users=200, seed=4)))
     producer = KafkaProducer(bootstrap_servers=settings.brokers, acks="all", linger_ms=10)
-    for value in encoded:
+    for value in encoded[:repeat_first] + encoded:
         producer.send(settings.samples_topic, value=value)
     producer.flush()
     producer.close()
@@ -53,13 +55,14 @@ def wait_for(port: int, proc, name: str, at_least: float, timeout_s: float = 180
 
 def test_trainer_learns_checkpoints_and_resumes_after_kill_9(settings, tmp_path):
     ensure_topics_sync(settings)
-    produce_samples(settings, 12_000)
+    produce_samples(settings, 12_000, repeat_first=300)
     port = free_port()
     first = start_trainer(settings, tmp_path, port, "first")
     metrics = wait_for(port, first, "unisar_checkpoints_total", 2)
     for name in ("unisar_train_loss", "unisar_hr", "unisar_ndcg", "unisar_freshness_seconds_count",
                  "unisar_embedding_rows_used", "unisar_train_samples_total", "unisar_model_step"):
         assert name in metrics, name
+    assert metrics.get("unisar_train_samples_skipped_total", 0) > 0  # repeats dropped by event id
     first.kill()
     ckpts = CheckpointDir(tmp_path / "ckpt")
     saved = ckpts.steps()

@@ -38,6 +38,7 @@ VALUE_DOMAINS = {
     ("unisar_ndcg", "mode"): set(m.MODES),
     ("unisar_train_samples_total", "task"): set(m.TASKS),
     ("unisar_samples_total", "task"): set(m.TASKS),
+    ("unisar_train_samples_skipped_total", "reason"): set(m.SKIP_REASONS),
     ("unisar_embedding_rows", "table"): set(m.ID_TABLES),
     ("unisar_embedding_rows_used", "table"): set(m.ID_TABLES),
     ("unisar_embedding_evictions_total", "table"): set(m.ID_TABLES),
