@@ -145,10 +145,21 @@ class Dropout(nn.Module):
 
 
 
+class KeyMask:
+    """Which keys each query may see, from `allowed` (B, Lq or 1, Lk), prepared once per
+    stack of layers: an additive bias (0 or -inf) for the attention scores, and which
+    queries have any key at all. A query with no allowed key attends anywhere and is then
+    zeroed, so it gets a zero output instead of NaN."""
+
+    def __init__(self, allowed: torch.Tensor) -> None:
+        self.has_key = allowed.any(-1, keepdim=True)  # (B, Lq or 1, 1)
+        blocked = ~(allowed | ~self.has_key)
+        self.bias = torch.zeros(blocked.shape, dtype=torch.float32, device=allowed.device)
+        self.bias = self.bias.masked_fill_(blocked, float("-inf")).unsqueeze(1)  # (B, 1, Lq or 1, Lk)
+
+
 class Attention(nn.Module):
-    """Multi-head attention where `allowed` (B, Lq or 1, Lk) says which keys each query
-    may see (blocked pairs get -inf before the softmax). A query with no allowed key gets
-    a zero output instead of NaN."""
+    """Multi-head attention restricted by a `KeyMask`."""
 
     def __init__(self, d: int, n_heads: int, dropout: float) -> None:
         super().__init__()
@@ -157,7 +168,7 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(d, d)
         nn.init.xavier_uniform_(self.in_proj.weight)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, mask: KeyMask) -> torch.Tensor:
         B, Lq, d = x.shape
         if memory is None:  # self-attention: one projection for q, k, v
             q, k, v = self.in_proj(x).split(d, dim=-1)
@@ -166,14 +177,13 @@ class Attention(nn.Module):
             q = F.linear(x, w[:d], b[:d])
             k, v = F.linear(memory, w[d:], b[d:]).split(d, dim=-1)
         q, k, v = (t.view(B, t.shape[1], self.n_heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, L, d/h)
-        has_key = allowed.any(-1, keepdim=True)  # (B, Lq or 1, 1)
-        mask = (allowed | ~has_key).unsqueeze(1)  # an empty row attends anywhere, then is zeroed
-        if self.training and self.dropout > 0:  # softmax(q k^T / sqrt(d_h), masked), dropped, times v
-            weights = ((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).masked_fill(~mask, float("-inf")).softmax(-1)
-            out = dropout(weights, self.dropout, True) @ v
+        if self.training and self.dropout > 0:  # softmax(q k^T / sqrt(d_h) + bias), dropped, times v
+            # SDPA has no fast CPU path with dropout (about 30x slower), hence by hand
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+            out = dropout(scores.add_(mask.bias).softmax(-1), self.dropout, True) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d)) * has_key
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias.to(q.dtype))
+        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d)) * mask.has_key
 
 
 class FeedForward(nn.Module):
@@ -195,8 +205,8 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.attn(x, None, allowed)))
+    def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attn(x, None, mask)))
         return self.norm2(x + self.dropout(self.ff(x)))
 
 
@@ -206,8 +216,9 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        mask = KeyMask(allowed)
         for layer in self.layers:
-            x = layer(x, allowed)
+            x = layer(x, mask)
         return x
 
 
@@ -223,10 +234,10 @@ class FusionLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d), nn.LayerNorm(cfg.d)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.self_attn(x, None, allowed)))
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.self_attn(x, None, mask)))
         if self.cross_attn is not None:
-            x = self.norm2(x + self.dropout(self.cross_attn(x, memory, allowed)))
+            x = self.norm2(x + self.dropout(self.cross_attn(x, memory, mask)))
         return self.norm3(x + self.dropout(self.ff(x)))
 
 
@@ -236,8 +247,9 @@ class Fusion(nn.Module):
         self.layers = nn.ModuleList(FusionLayer(cfg, cross) for _ in range(cfg.n_layers))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        mask = KeyMask(allowed)
         for layer in self.layers:
-            x = layer(x, memory, allowed)
+            x = layer(x, memory, mask)
         return x
 
 
