@@ -16,10 +16,24 @@ and the optimisers:
     touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam).
 Randomness comes from `seed` alone: negatives and dropout of step t are drawn from
 generators seeded by (seed, t), so a resumed checkpoint continues exactly.
+
+Data parallel (`learn_many(samples, sync=...)`, world size > 1): every rank holds the same
+learner and learns from its own samples; `sync` (a `StepSync`: stream.distributed.GlooSync
+over torch.distributed) carries the collectives. The id tables stay identical on every rank
+because no rank inserts on its own: the ranks all-gather their batches' raw ids and queries,
+and each rank applies the same union, in rank order, to its tables and query pool (same
+lookups, same LRU clock, same recycled rows, reset with the same seeded values); the local
+encode then only finds rows. Gradients are averaged weighted by each rank's rows: dense ones
+in one all-reduce (with a flag per parameter, so a parameter no rank used stays untouched
+by Adam, as in one process), embedding tables as sparse all-reduces (only the touched
+rows travel). Every rank then takes the same optimiser step, so parameters, optimiser state
+and `step` stay equal; `digest()` lets the ranks check that.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +46,84 @@ from stream.samples import Sample
 
 FORMAT = 1
 KINDS = ("users", "items", "words")
+
+
+class StepSync(Protocol):
+    """The collectives a data-parallel step needs; every rank calls them in the same order."""
+
+    rank: int
+    world_size: int
+
+    def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
+        """Every rank's 1-D int64 array (lengths may differ), in rank order."""
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks of a dense or sparse COO tensor (the same on every rank)."""
+
+
+class _FindOnly:
+    """An id table seen through `encode(train=True)` after the step's union was inserted:
+    lookups only find, so the local encode cannot change the table on one rank alone."""
+
+    def __init__(self, table: IdTable) -> None:
+        self.table = table
+        self.n_used = table.n_used
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        return self.table.find(ids)
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.table.find(ids)
+        if ((rows == 0) & (ids != 0)).any():  # an id batch_ids() missed: fail, never train on row 0
+            raise RuntimeError("data-parallel step: an id of the batch is missing from the all-gathered union")
+        return rows, np.zeros(0, np.int64)
+
+
+def batch_ids(batch: Batch) -> dict[str, np.ndarray]:
+    """The distinct raw ids a training `encode` of `batch` looks up, per table (without the
+    words of L_Rel's pooled queries, which every rank draws alike)."""
+    tasks = list(batch.tasks.values())
+    cat = lambda arrays: np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0, np.int64)  # noqa: E731
+    out = {
+        "users": cat([t.user for t in tasks]),
+        "items": cat([a for t in tasks for a in (t.rec_items, t.search_clicks, t.target)]),
+        "words": np.ravel(batch.queries) if len(batch.tasks) else np.zeros(0, np.int64),
+    }
+    return {k: np.unique(v[v != 0]).astype(np.int64) for k, v in out.items()}
+
+
+def pack_step(ids: dict[str, np.ndarray], queries: np.ndarray) -> np.ndarray:
+    """One rank's ids and queries as one int64 array (one all-gather per step)."""
+    q = queries if queries.ndim == 2 else queries.reshape(0, 1)
+    head = [len(ids[k]) for k in KINDS] + list(q.shape)
+    return np.concatenate([np.array(head, np.int64), *(ids[k] for k in KINDS), q.ravel()]).astype(np.int64)
+
+
+def unpack_step(packed: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    sizes, (rows, width) = packed[: len(KINDS)], packed[len(KINDS) : len(KINDS) + 2]
+    at, ids = len(KINDS) + 2, {}
+    for kind, n in zip(KINDS, sizes):
+        ids[kind] = packed[at : at + n]
+        at += n
+    return ids, packed[at : at + rows * width].reshape(rows, width)
+
+
+def union_lookup(tables: dict[str, IdTable], per_rank: list[dict[str, np.ndarray]],
+                 extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Insert every rank's ids (and `extra`) into `tables`: one lookup per table on the
+    concatenation in rank order, as every rank does with the same arguments, so the tables
+    stay identical. Returns the recycled rows per table."""
+    recycled = {}
+    for kind, table in tables.items():
+        parts = [ids.get(kind, np.zeros(0, np.int64)) for ids in per_rank]
+        if extra is not None and kind in extra:
+            parts.append(np.ravel(extra[kind]))
+        _, recycled[kind] = table.lookup(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return recycled
 
 
 class QueryPool:
@@ -98,10 +190,15 @@ class Learner:
 
     # ------------------------------------------------------------- learn and score
 
-    def learn_many(self, batch: Batch | list[Sample]) -> dict[str, float]:
-        """One optimiser step on a batch (both tasks' rows at once). Returns its loss terms."""
+    def learn_many(self, batch: Batch | list[Sample], sync: StepSync | None = None) -> dict[str, float]:
+        """One optimiser step on a batch (both tasks' rows at once). Returns its loss terms.
+
+        With `sync` (world size > 1), one data-parallel step: every rank must call it, in
+        the same step, even with an empty batch (see the module's notes)."""
         if not isinstance(batch, Batch):
             batch = collate(batch, self.limits)
+        if sync is not None and sync.world_size > 1:
+            return self._learn_synced(batch, sync)
         if not batch.tasks:
             return {}
         rng = np.random.default_rng([self.seed, self.step])
@@ -128,6 +225,109 @@ class Learner:
             opt.step()
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _learn_synced(self, batch: Batch, sync: StepSync) -> dict[str, float]:
+        n_rel = getattr(self.config, "rel_negatives", 0) if getattr(self.config, "use_rel", False) else 0
+        shared = np.random.default_rng([self.seed, self.step])  # drawn alike on every rank
+        own = np.random.default_rng([self.seed, self.step, 2, sync.rank])  # this rank's negatives
+        # 1. the same table and query-pool updates on every rank: the union of all batches
+        gathered = [unpack_step(p) for p in sync.all_gather(pack_step(batch_ids(batch), batch.queries))]
+        if not any(len(ids["users"]) for ids, _ in gathered):  # no rank has a row: no step, no change
+            return {}
+        for _, queries in gathered:
+            self.queries.add(queries)
+        rel_queries = self.queries.sample(shared, n_rel)
+        recycled = union_lookup(self.ids, [ids for ids, _ in gathered], {"words": rel_queries})
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.step, 3]).generate_state(1)[0]))
+            self._recycle(recycled)
+        # 2. this rank's forward and backward, the tables only read
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        terms, weight = {}, 0.0
+        if batch.tasks:
+            frozen = {kind: _FindOnly(table) for kind, table in self.ids.items()}
+            step, _ = encode(
+                batch, frozen, own, train=True, n_negatives=self.n_negatives,
+                n_rel_items=n_rel, rel_queries=rel_queries,
+            )
+            self.model.train()
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed((self.seed * 1_000_003 + self.step) * sync.world_size + sync.rank)
+                _, losses = self.model(step.to(self.device))
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+            if torch.isfinite(losses["total"]):  # a non-finite rank contributes nothing
+                losses["total"].backward()
+                weight = float(len(batch))
+        # 3. the same averaged gradients, then the same step, on every rank
+        if self._all_reduce_grads(sync, weight) == 0:
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            return terms
+        self._l2_on_touched_rows()
+        for opt in self.optimizers.values():
+            opt.step()
+        self.step += 1
+        return terms
+
+    def _all_reduce_grads(self, sync: StepSync, weight: float) -> float:
+        """Replace every gradient by the rows-weighted mean over ranks; returns the total
+        weight (0: no rank has a gradient, nobody steps)."""
+        dense = [p for group in self.optimizers["dense"].param_groups for p in group["params"]] \
+            if "dense" in self.optimizers else []
+        sizes = [p.numel() for p in dense]
+        flat = torch.zeros(1 + len(dense) + sum(sizes), dtype=torch.float32)
+        flat[0] = weight
+        at = 1 + len(dense)
+        for i, (p, n) in enumerate(zip(dense, sizes)):
+            if p.grad is not None:
+                flat[1 + i] = 1.0
+                flat[at : at + n] = p.grad.detach().reshape(-1).cpu() * weight
+            at += n
+        flat = sync.all_reduce(flat)
+        total = float(flat[0])
+        at = 1 + len(dense)
+        for i, (p, n) in enumerate(zip(dense, sizes)):
+            p.grad = (flat[at : at + n] / total).view_as(p).to(p.device) if total and flat[1 + i] > 0 else None
+            at += n
+        for group in self.optimizers["tables"].param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    indices, values = torch.zeros((1, 0), dtype=torch.int64), torch.zeros((0, *p.shape[1:]))
+                else:
+                    g = g.coalesce().cpu()
+                    indices, values = g.indices(), g.values() * weight
+                local = torch.sparse_coo_tensor(indices, values, p.shape, check_invariants=False).coalesce()
+                g = sync.all_reduce(local).coalesce()
+                p.grad = None if not total or g._nnz() == 0 else torch.sparse_coo_tensor(
+                    g.indices(), g.values() / total, p.shape, is_coalesced=True, check_invariants=False
+                ).to(p.device)
+        return total
+
+    def digest(self) -> str:
+        """A hash of everything that must be equal on every data-parallel rank: parameters,
+        optimiser state, id tables, query pool and step."""
+        h = hashlib.blake2b(digest_size=8)
+
+        def feed(value) -> None:
+            if isinstance(value, dict):
+                for key in sorted(value, key=str):
+                    h.update(repr(key).encode())
+                    feed(value[key])
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    feed(v)
+            elif isinstance(value, torch.Tensor):
+                t = value.detach().cpu().contiguous()
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+            else:
+                h.update(repr(value).encode())
+
+        state = self.state_dict()
+        feed({k: state[k] for k in ("step", "model", "optimizers", "ids", "queries")})
+        return h.hexdigest()
 
     @torch.no_grad()
     def score(

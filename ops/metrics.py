@@ -96,6 +96,32 @@ class TrainerMetrics(_Served):
                                               "takes", buckets=LATENCY_BUCKETS, registry=registry)
         self.last_offline_eval = Gauge("unisar_last_offline_eval_timestamp_seconds", "Unix time the newest "
                                        "offline evaluation finished", registry=registry)
+        # Counters with labels expose nothing until a child exists: create the bounded ones up
+        # front, so a scrape shows them at 0 (no eviction yet is a value, not a missing series).
+        for table in ID_TABLES:
+            self.evictions.labels(table)
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason)
+        for task in TASKS:
+            self.samples.labels(task)
+
+
+class RankMetrics:
+    """A trainer rank's place in its process group (`unisar train --world-size W`), next to
+    its TrainerMetrics in the same registry."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.rank = Gauge("unisar_trainer_rank", "This trainer's rank in its process group", registry=registry)
+        self.world_size = Gauge("unisar_trainer_world_size", "Trainer ranks in the process group",
+                                registry=registry)
+        self.rounds = Counter("unisar_trainer_rounds_total", "Lockstep rounds, by outcome (step; idle: no rank had "
+                              "samples to learn from)", ["outcome"], registry=registry)
+        self.digest = Gauge("unisar_trainer_state_digest", "Hash (52 bits) of the model, optimisers and id tables "
+                            "at the latest checkpoint: equal on every rank", registry=registry)
+        self.divergences = Counter("unisar_trainer_divergences_total", "Checkpoints at which the ranks' states "
+                                   "differed (all then took rank 0's)", registry=registry)
+        for outcome in ("step", "idle"):
+            self.rounds.labels(outcome)
 
 
 def fresh_registry() -> CollectorRegistry:

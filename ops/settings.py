@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     n_words: int = Field(1 << 17, ge=2, description="rows of the word id table")
     seed: int = 0
     device: str = "cpu"
+    # ---- scale-out: trainer ranks in one torch.distributed (gloo) process group
+    world_size: int = Field(1, ge=1, le=1024, description="trainer processes sharing the samples partitions")
+    rank: int = Field(0, ge=0, description="this trainer's rank, 0..world_size-1 (rank 0 checkpoints)")
+    dist_addr: str = Field("127.0.0.1:29500", description="HOST:PORT of rank 0's rendezvous")
+    dist_timeout_s: float = Field(300.0, gt=0, description="rendezvous and collective timeout")
 
     def kafka_common(self) -> dict:
         """Connection settings shared by aiokafka and kafka-python clients."""

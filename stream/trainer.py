@@ -11,6 +11,8 @@ every samples partition, written atomically (state.checkpoints). A restart loads
 checkpoint and seeks to its offsets, so a kill -9 loses at most one checkpoint interval of
 training. Offsets are also committed to the group after each checkpoint, for lag
 monitoring only.
+
+With `--world-size` W > 1 this trainer runs as one rank of W: stream.scaleout.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self.settings = settings
         self.metrics = metrics
         self.ckpts = CheckpointDir(settings.checkpoint_dir, keep=settings.keep_checkpoints)
-        state = self.ckpts.load_latest()
+        state = self._load_checkpoint()
         self.admission = Admission(settings.dedup_window, settings.max_staleness_s)
         if state is None:
             self.learner = new_learner(settings)
@@ -68,14 +70,20 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self._evictions_seen: dict[str, int] = {}
         metrics.model_step.set(self.learner.step)
 
+    def _load_checkpoint(self) -> dict | None:
+        return self.ckpts.load_latest()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **aio_kwargs(self.settings), group_id=self.settings.trainer_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=2000, session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000, max_poll_interval_ms=300_000)
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self._consumer = AIOKafkaConsumer(
-            **aio_kwargs(s), group_id=s.trainer_group, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=2000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=300_000)
+        self._consumer = self._new_consumer()
         self._consumer.subscribe([s.samples_topic], listener=self)
         await self._consumer.start()
         queue: asyncio.Queue = asyncio.Queue(maxsize=4 * s.batch_size)

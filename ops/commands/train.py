@@ -8,7 +8,8 @@ from ops.commands._common import add_kafka_flags
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="run the continual trainer on the samples topic",
-                       description="Consume training samples in a consumer group, score each mini-batch before "
+                       description="Consume training samples in a consumer group (or, with --world-size, a share of the "
+                                   "partitions as one rank of several), score each mini-batch before "
                                    "learning from it (prequential HR/NDCG), take one joint UniSAR step, checkpoint "
                                    "atomically and resume from the newest checkpoint. Serves /metrics. Ctrl-C stops "
                                    "it cleanly (final checkpoint).")
@@ -32,6 +33,17 @@ def register(sub) -> None:
     p.add_argument("--words", type=int, dest="n_words", help="word table rows (default 131072)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu or cuda")
+    dist = p.add_argument_group("scale-out", "W trainer processes (same flags otherwise) share the samples "
+                                "partitions: rank R consumes partitions p with p %% W == R; every step averages "
+                                "the ranks' gradients (torch.distributed, gloo). Rank 0 loads and writes the "
+                                "checkpoints and runs the offline evaluation; give each rank its own "
+                                "--metrics-port.")
+    dist.add_argument("--world-size", type=int, metavar="W", help="trainer processes in all (default 1)")
+    dist.add_argument("--rank", type=int, metavar="R", help="this process's rank, 0..W-1 (default 0)")
+    dist.add_argument("--dist-addr", metavar="HOST:PORT",
+                      help="rank 0's rendezvous address, the same for every rank (default 127.0.0.1:29500)")
+    dist.add_argument("--dist-timeout", type=float, dest="dist_timeout_s", metavar="S",
+                      help="seconds to wait for the other ranks at start-up and in each collective (default 300)")
     add_kafka_flags(p)
     p.set_defaults(func=run)
 
@@ -42,18 +54,20 @@ def run(args: argparse.Namespace) -> int:
     from ops.commands._common import fail, run_until_signalled, settings_from
     from ops.metrics import TrainerMetrics
     from stream.kafka import ensure_topics
+    from stream.distributed import PeerLost, WorldMismatch
     from stream.offline import split_by_time
     from stream.trainer import ContinualTrainer
 
     names = ("checkpoint_dir", "model", "batch_size", "max_wait_s", "checkpoint_every_steps", "checkpoint_every_s",
              "keep_checkpoints", "heldout", "heldout_last", "offline_every_steps", "max_staleness_s", "trainer_metrics_port", "n_items", "n_users",
-             "n_words", "seed", "device")
+             "n_words", "seed", "device", "world_size", "rank", "dist_addr", "dist_timeout_s")
     settings = settings_from(args, **{n: getattr(args, n) for n in names})
+    check_world(settings)
     from model.runtime import keep_freed_memory
 
     keep_freed_memory()
     heldout = []
-    if settings.heldout:
+    if settings.heldout and settings.rank == 0:  # offline evaluation runs on rank 0 only
         try:
             _, heldout = split_by_time(settings.heldout, settings.heldout_last)
         except OSError as exc:
@@ -63,10 +77,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             port = metrics.serve(settings.trainer_metrics_port, settings.metrics_addr)
         except OSError as exc:
-            fail(f"cannot serve /metrics on port {settings.trainer_metrics_port}: {exc.strerror}")
+            hint = "; give each rank its own --metrics-port" if settings.world_size > 1 else ""
+            fail(f"cannot serve /metrics on port {settings.trainer_metrics_port}: {exc.strerror}{hint}")
         logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     try:
-        trainer = ContinualTrainer(settings, metrics, heldout)
+        if settings.world_size > 1:
+            from stream.scaleout import RankTrainer
+
+            trainer = RankTrainer(settings, metrics, heldout)
+        else:
+            trainer = ContinualTrainer(settings, metrics, heldout)
+    except (PeerLost, WorldMismatch) as exc:
+        fail(str(exc))
     except ValueError as exc:  # e.g. a checkpoint of another model or config
         fail(f"cannot start from {settings.checkpoint_dir!r}: {exc}")
 
@@ -74,5 +96,23 @@ def run(args: argparse.Namespace) -> int:
         await ensure_topics(settings)
         await trainer.run(stop)
 
-    run_until_signalled(main)
+    try:
+        run_until_signalled(main)
+    except (PeerLost, WorldMismatch) as exc:
+        fail(str(exc), code=1)
     return 0
+
+
+def check_world(settings) -> None:
+    """Flags of a scale-out rank that cannot work, said before joining anything."""
+    from ops.commands._common import fail
+
+    w, r = settings.world_size, settings.rank
+    if not 0 <= r < w:
+        fail(f"--rank: expected 0..{w - 1} for --world-size {w}, got {r}")
+    if settings.partitions < w:
+        fail(f"--partitions: expected at least --world-size ({w}) partitions, one or more per rank, "
+             f"got {settings.partitions}")
+    host, _, port = settings.dist_addr.rpartition(":")
+    if w > 1 and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+        fail(f"--dist-addr: expected HOST:PORT, got {settings.dist_addr!r}")
