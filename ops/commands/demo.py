@@ -27,6 +27,12 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--offline-every", type=int, default=40, dest="offline_every_steps",
+                   help="trainer steps between offline (held-out) evaluations (default 40)")
+    p.add_argument("--worker-metrics-port", type=int, default=0,
+                   help="the worker's /metrics port (default: a free one, printed at start)")
+    p.add_argument("--trainer-metrics-port", type=int, default=0,
+                   help="the trainer's /metrics port (default: a free one, printed at start)")
     p.add_argument("--out", default="runs/demo", help="directory for data, state, logs and the report")
     p.add_argument("--no-live", action="store_true", help="print a status line every 10 s instead of a live view")
     p.set_defaults(func=run)
@@ -61,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ops.commands._common import fail
 
-    if args.events <= 0 or args.users <= 0 or args.batch_size <= 0:
-        fail("--events, --users and --batch-size must be positive")
+    if args.events <= 0 or args.users <= 0 or args.batch_size <= 0 or args.offline_every_steps <= 0:
+        fail("--events, --users, --batch-size and --offline-every must be positive")
+    for flag in ("worker_metrics_port", "trainer_metrics_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            fail(f"--{flag.replace('_', '-')} must be a port (0 = pick a free one), got {getattr(args, flag)}")
     for flag in ("rate", "duration"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             fail(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -99,15 +108,17 @@ def _run_system(args, events_path, run_dir) -> int:
     with EmbeddedBroker(log_path=run_dir / "broker.log") as broker:
         settings = Settings(
             brokers=broker.bootstrap, state_dir=str(run_dir / "state"), checkpoint_dir=str(run_dir / "checkpoints"),
-            metrics_port=free_port(), trainer_metrics_port=free_port(), batch_size=args.batch_size,
-            max_wait_s=1.0, heldout=str(events_path), heldout_last=0.1, offline_every_steps=40, seed=args.seed,
+            metrics_port=args.worker_metrics_port or free_port(),
+            trainer_metrics_port=args.trainer_metrics_port or free_port(), batch_size=args.batch_size,
+            max_wait_s=1.0, heldout=str(events_path), heldout_last=0.1,
+            offline_every_steps=args.offline_every_steps, seed=args.seed,
             n_users=max(1024, 2 * args.users), n_items=1 << 16, n_words=1 << 14)
         ensure_topics_sync(settings)
         try:
             children.append(Child("worker", settings, run_dir / "worker.log"))
             children.append(Child("train", settings, run_dir / "trainer.log"))
             print(f"broker {broker.bootstrap} | worker metrics :{settings.metrics_port}/metrics | trainer metrics "
-                  f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}")
+                  f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}", flush=True)
 
             def replay() -> None:
                 lines = (v + b"\n" for v in itertools.islice(read_jsonl_values(str(events_path)), cutoff))
