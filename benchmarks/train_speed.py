@@ -14,6 +14,11 @@ Items and words are drawn uniformly from the tables by default: the worst case, 
 almost no (query, item) pair repeats inside a batch (`--zipf 1.0` draws them with a
 Zipf-like popularity instead, as real logs are).
 
+Beside the rate it prints a ceiling from arithmetic alone: the step's floating-point work
+as torch's FlopCounterMode counts it (matrix products, forward and backward) divided by the
+best matrix-product rate this device reaches on d=64-shaped products. No implementation
+of this maths trains faster than that on this device.
+
     python benchmarks/train_speed.py [--steps 8 --device cpu|cuda --zipf 0]
 Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
 """
@@ -80,6 +85,34 @@ def fill(samples: list[Sample]) -> tuple[float, float, float]:
     return rec, search, clicks
 
 
+def step_flops(learner: Learner, samples: list[Sample]) -> float:
+    """Floating-point operations of one training step (forward and backward), as counted by
+    torch for its matrix products (mm, addmm, bmm, attention): the bulk of the work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        learner.learn_many(samples)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: str, sync, seconds: float = 1.0) -> float:
+    """The best FLOP/s of a few products shaped like the model's (inner or outer size 64),
+    each repeated for about `seconds`: an upper bound on the rate the step's products reach."""
+    best = 0.0
+    for m, k, n in ((1024, 64, 1024), (4096, 64, 4096), (65536, 64, 64), (65536, 64, 320)):
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a @ b
+        sync()
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 4:
+            a @ b
+            reps += 1
+        sync()
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
@@ -118,6 +151,13 @@ def main() -> None:
     print(f"train: {step_s * 1e3:.0f} ms per step -> {train_rate:,.0f} rec samples/s "
           f"({(REC_BATCH + SEARCH_BATCH) / step_s:,.0f} rec+search samples/s)")
 
+    flops = step_flops(learner, steps[0])
+    peak = matmul_peak(args.device, sync)
+    ceiling = REC_BATCH / (flops / peak)
+    print(f"arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); best matrix-product rate here "
+          f"{peak / 1e9:.0f} GFLOP/s -> at most {ceiling:,.0f} rec samples/s with nothing but the products "
+          f"({train_rate / ceiling:.0%} of that reached)")
+
     eval_sets = [make_samples(rng, EVAL_BATCH, "rec", items, words) for _ in range(args.eval_batches)]
     learner.score(eval_sets[0])
     sync()
@@ -134,6 +174,8 @@ def main() -> None:
     print(json.dumps([
         {"metric": f"train_samples_per_s_{where}", "value": round(train_rate, 1), "unit": "samples/s",
          "target": 1200 if where == "cpu" else 30000},
+        {"metric": f"train_ceiling_samples_per_s_{where}", "value": round(ceiling, 1), "unit": "samples/s",
+         "target": None, "gflop_per_step": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 1)},
         {"metric": f"eval_samples_per_s_{where}", "value": round(eval_rate, 1), "unit": "samples/s", "target": None},
     ]))
 

@@ -76,11 +76,11 @@ TOKEN = re.compile(r"""
 
 @cache
 def exposed() -> dict[str, frozenset[str]]:
-    """{series name: its labels} for every series WorkerMetrics and TrainerMetrics expose,
+    """{series name: its labels} for every series WorkerMetrics, TrainerMetrics and RankMetrics expose,
     read from the registry's own exposition (so _total, _bucket with `le`, _sum, _count and
     _created come out exactly as Prometheus will store them)."""
     registry = m.fresh_registry()
-    for holder in (m.WorkerMetrics(registry), m.TrainerMetrics(registry)):
+    for holder in (m.WorkerMetrics(registry), m.TrainerMetrics(registry), m.RankMetrics(registry)):
         for metric in vars(holder).values():
             # A labelled metric exposes nothing until it has a child: make one.
             if isinstance(metric, MetricWrapperBase) and metric._labelnames:
@@ -97,6 +97,7 @@ def families() -> set[str]:
     registry = m.fresh_registry()
     m.WorkerMetrics(registry)
     m.TrainerMetrics(registry)
+    m.RankMetrics(registry)
     return {family.name for family in registry.collect()}
 
 
