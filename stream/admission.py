@@ -29,8 +29,12 @@ class Admission:
         self.capacity, self.max_staleness_s = capacity, max_staleness_s
         self._recent: OrderedDict[int, None] = OrderedDict()
 
+    def is_stale(self, ingest_ms: int | None, now_s: float) -> bool:
+        """Whether a sample ingested at `ingest_ms` is past `max_staleness_s` (never without one)."""
+        return self.max_staleness_s is not None and bool(ingest_ms) and now_s - ingest_ms / 1000 > self.max_staleness_s
+
     def decide(self, sample: Sample, now_s: float) -> str:
-        if self.max_staleness_s is not None and sample.ingest_ms and now_s - sample.ingest_ms / 1000 > self.max_staleness_s:
+        if self.is_stale(sample.ingest_ms, now_s):
             return STALE
         key = event_hash(sample.event_id)
         if key in self._recent:

@@ -22,6 +22,7 @@ from stream.events import Event
 VERSION = 1
 TASKS = ("rec", "search")
 _HEAD = struct.Struct("<BBBqqqH")
+_INGEST = struct.Struct("<q")  # at byte 19 of _HEAD: after version, task, label, user, ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,14 @@ def encode(event: Event, history_before: bytes, ingest_ms: int) -> bytes:
         VERSION, TASKS.index(event.kind), event.click, event.user, event.ts, ingest_ms, len(event_id)
     )
     return b"".join((head, event_id, _ids(event.items[:255]), _ids(event.query[:255]), history_before))
+
+
+def ingest_ms_of(buf: bytes) -> int | None:
+    """A v1 sample's `ingest_ms` from its fixed header, without decoding the rest (None if
+    the bytes are too short to hold one): lets a trainer shed stale samples cheaply."""
+    if len(buf) < _HEAD.size or buf[0] != VERSION:
+        return None
+    return _INGEST.unpack_from(buf, 19)[0]
 
 
 def decode(buf: bytes) -> Sample:

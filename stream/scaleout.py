@@ -118,6 +118,9 @@ class RankTrainer(ContinualTrainer):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            if not queue.empty():  # take what is there without a wait_for per item
+                batch.append(queue.get_nowait())
+                continue
             try:
                 batch.append(await asyncio.wait_for(queue.get(), min(left, 0.2)))
             except asyncio.TimeoutError:

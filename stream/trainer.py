@@ -1,7 +1,8 @@
 """The continual trainer: samples in, test-then-train steps, checkpoints, metrics.
 
 Two asyncio tasks share a bounded queue. The fetcher polls `sar.samples` in a consumer
-group and decodes; the trainer forms mini-batches (size or maximum wait), and runs each
+group and decodes (queueing None for bytes that are not a sample, and STALE, undecoded,
+for a sample past `--max-staleness`); the trainer forms mini-batches (size or maximum wait), and runs each
 step in a worker thread: score the batch first (prequential HR/NDCG over a sliding
 window), then one joint optimiser step. The event loop never blocks on torch, so the
 consumer keeps heartbeating however long a step takes.
@@ -31,7 +32,7 @@ from ops.metrics import TrainerMetrics
 from ops.settings import Settings
 from state.checkpoints import CheckpointDir
 from stream import samples as sample_codec
-from stream.admission import ADMIT, Admission
+from stream.admission import ADMIT, STALE, Admission
 from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
@@ -116,14 +117,23 @@ class ContinualTrainer(ConsumerRebalanceListener):
     async def _fetch(self, queue: asyncio.Queue, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await self._consumer.getmany(timeout_ms=200)
+            now = time.time()
             for tp, records in fetched.items():
                 for record in records:
-                    try:
-                        sample = sample_codec.decode(record.value)
-                    except ValueError as exc:
-                        log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
-                        sample = None  # still queued: its offset must move on in order
-                    await queue.put((tp.partition, record.offset, sample))
+                    # shed before decoding: a trainer that fell behind must skip samples
+                    # faster than the stream makes them, or it never catches up
+                    if self.admission.is_stale(sample_codec.ingest_ms_of(record.value), now):
+                        sample = STALE
+                    else:
+                        try:
+                            sample = sample_codec.decode(record.value)
+                        except ValueError as exc:
+                            log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
+                            sample = None  # still queued: its offset must move on in order
+                    if queue.full():
+                        await queue.put((tp.partition, record.offset, sample))
+                    else:
+                        queue.put_nowait((tp.partition, record.offset, sample))
             for tp in self._consumer.assignment():
                 high = self._consumer.highwater(tp)
                 if high is not None:
@@ -135,13 +145,16 @@ class ContinualTrainer(ConsumerRebalanceListener):
         batch: list = []
         deadline = None
         while len(batch) < self.settings.batch_size and not stop.is_set():
-            timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), timeout))
-            except asyncio.TimeoutError:
-                if deadline is not None:
-                    break
-                continue
+            if not queue.empty():  # take what is there without a wait_for per item
+                batch.append(queue.get_nowait())
+            else:
+                timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    if deadline is not None:
+                        break
+                    continue
             if deadline is None:
                 deadline = time.monotonic() + self.settings.max_wait_s
         return batch
@@ -173,7 +186,10 @@ class ContinualTrainer(ConsumerRebalanceListener):
         admission memory in a checkpoint matches the offsets saved with it."""
         now, kept = time.time(), []
         for _, _, sample in batch:
-            verdict = "undecodable" if sample is None else self.admission.decide(sample, now)
+            if sample is None or sample is STALE:  # undecodable, or shed by the fetcher
+                verdict = "undecodable" if sample is None else STALE
+            else:
+                verdict = self.admission.decide(sample, now)
             if verdict == ADMIT:
                 kept.append(sample)
             else:

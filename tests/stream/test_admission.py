@@ -42,3 +42,19 @@ def test_memory_survives_a_checkpoint_round_trip():
     b.load_state_dict(a.state_dict())
     assert b.decide(sample("e1"), 1_000) == DUPLICATE
     assert b.decide(sample("e3"), 1_000) == ADMIT
+
+
+def test_staleness_is_read_from_the_encoded_header_without_decoding():
+    from stream import history
+    from stream import samples as codec
+    from stream.events import validate
+
+    event = validate({"v": 1, "event_id": "e1", "user": "u1", "ts": 1_700_000_000_000, "type": "rec",
+                      "item": "i1", "click": 1})
+    buf = codec.encode(event, history.EMPTY, 1_234_567)
+    assert codec.ingest_ms_of(buf) == codec.decode(buf).ingest_ms == 1_234_567
+    assert codec.ingest_ms_of(buf[:10]) is None and codec.ingest_ms_of(b"\x09" + buf[1:]) is None
+    a = Admission(max_staleness_s=2.0)
+    assert a.is_stale(codec.ingest_ms_of(buf), 1_234.567 + 2.5)
+    assert not a.is_stale(codec.ingest_ms_of(buf), 1_234.567 + 1.5)
+    assert not Admission().is_stale(codec.ingest_ms_of(buf), 1e12)
