@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--items", type=int, default=20_000, help="simulated catalogue size (default 20,000)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256, help="rec samples per step (default 256)")
     parser.add_argument("--unisar-set", action="append", metavar="FIELD=VALUE",
@@ -65,7 +66,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="unisar-quality-"))
     events = root / "sim.jsonl"
     assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
-                   "--seed", str(args.seed), "--out", str(events)]) == 0
+                   "--items", str(args.items), "--seed", str(args.seed), "--out", str(events)]) == 0
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     pending, running, started = list(models(unisar_set).items()), {}, time.time()
     print(f"training {len(pending)} models, {args.jobs} at a time ({threads} thread(s) each); logs in {root}",
@@ -85,7 +86,8 @@ def main() -> None:
 
     results = {name: json.loads((root / f"{name.replace(' ', '_')}.json").read_text())["tasks"]
                for name in models(unisar_set)}
-    print(f"\nUniSAR settings: {' '.join(unisar_set)}; {args.epochs} epochs, batch {args.batch_size}")
+    print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items; UniSAR settings: "
+          f"{' '.join(unisar_set)}; {args.epochs} epochs, batch {args.batch_size}")
     print(f"{'model':<22}{'task':<8}" + "".join(f"{c:>9}" for c in COLUMNS))
     rows = []
     for name, tasks in results.items():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 PAD = 0
+KINDS = ("users", "items", "words")  # the id tables a learner keeps, in a fixed order
 
 
 class TableFull(ValueError):

@@ -2,7 +2,7 @@
 
 Ranks are started by hand or by an orchestrator (`unisar train --world-size W --rank R
 --dist-addr HOST:PORT`); rank 0 hosts the rendezvous store at HOST:PORT. Here: which
-partitions a rank owns, the collectives (`GlooSync`, the `StepSync` of model.learner plus a
+partitions a rank owns, the collectives (`GlooSync`, the `StepSync` of model.data_parallel plus a
 state broadcast) and what ranks tell each other at a checkpoint. The lockstep trainer that
 uses them is stream.scaleout.
 
@@ -61,7 +61,7 @@ class GlooSync:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-    # ---- StepSync (model.learner)
+    # ---- StepSync (model.data_parallel)
 
     def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
         array = np.ascontiguousarray(array, dtype=np.int64).ravel()
