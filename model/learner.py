@@ -128,13 +128,9 @@ class Learner:
             # A NaN or infinite loss would poison the weights and Adam's moments: skip the
             # step (the caller sees the terms and counts it).
             return {k: float(v.detach()) for k, v in losses.items()}
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
+        self._zero_grad()
         losses["total"].backward()
-        self._l2_on_touched_rows()
-        for opt in self.optimizers.values():
-            opt.step()
-        self.step += 1
+        self._apply_step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _learn_synced(self, batch: Batch, sync: StepSync) -> dict[str, float]:
@@ -153,8 +149,7 @@ class Learner:
             torch.manual_seed(int(np.random.SeedSequence([self.seed, self.step, 3]).generate_state(1)[0]))
             self._recycle(recycled)
         # 2. this rank's forward and backward, the tables only read
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
+        self._zero_grad()
         terms, weight = {}, 0.0
         if batch.tasks:
             frozen = {kind: FindOnly(table) for kind, table in self.ids.items()}
@@ -172,14 +167,21 @@ class Learner:
                 weight = float(len(batch))
         # 3. the same averaged gradients, then the same step, on every rank
         if self._all_reduce_grads(sync, weight) == 0:
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
+            self._zero_grad()
             return terms
+        self._apply_step()
+        return terms
+
+    def _zero_grad(self) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def _apply_step(self) -> None:
+        """The optimiser step on the gradients in place: L2 on the touched rows, both optimisers."""
         self._l2_on_touched_rows()
         for opt in self.optimizers.values():
             opt.step()
         self.step += 1
-        return terms
 
     def _all_reduce_grads(self, sync: StepSync, weight: float) -> float:
         """Replace every gradient by the rows-weighted mean over ranks; returns the total

@@ -18,6 +18,7 @@ import torch
 from stream.samples import Sample
 
 ADMIT, DUPLICATE, STALE = "admit", "duplicate", "stale"
+UNDECODABLE = "undecodable"  # bytes that are not a sample: skipped before admission
 
 
 def event_hash(event_id: str) -> int:

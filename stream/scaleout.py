@@ -157,12 +157,6 @@ class RankTrainer(ContinualTrainer):
             if heads[:, STOP].any():
                 return
 
-    def _test_then_train(self, samples: list) -> dict[str, float]:
-        if samples and len(self.learner.ids["items"]) > 2 * 100:
-            for task, scores in self.learner.score(samples).items():
-                self.window.add(task, scores.numpy())
-        return self.learner.learn_many(samples, self.sync)
-
     # ---- checkpoints ----------------------------------------------------------------------
 
     async def _checkpoint(self) -> None:
@@ -193,10 +187,4 @@ class RankTrainer(ContinualTrainer):
             self.metrics.last_checkpoint.set(time.time())
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
-        if not self.offsets:
-            return
-        try:  # the group's offsets are for lag monitoring only: each rank commits its own
-            await self._consumer.commit({TopicPartition(self.settings.samples_topic, p): o
-                                         for p, o in self.offsets.items()})
-        except Exception as exc:  # noqa: BLE001 - informational only; the checkpoint holds the truth
-            log.warning("could not commit trainer offsets to the group: %s", exc)
+        await self._commit_offsets()  # each rank its own partitions

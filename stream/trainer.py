@@ -1,9 +1,9 @@
 """The continual trainer: samples in, test-then-train steps, checkpoints, metrics.
 
 Two asyncio tasks share a bounded queue. The fetcher polls `sar.samples` in a consumer
-group and decodes (queueing None for bytes that are not a sample, and STALE, undecoded,
-for a sample past `--max-staleness`); the trainer forms mini-batches (size or maximum wait), and runs each
-step in a worker thread: score the batch first (prequential HR/NDCG over a sliding
+group and decodes (queueing, in place of a sample, the reason it is skipped: undecodable,
+or stale past `--max-staleness`, read from the header alone); the trainer forms
+mini-batches (size or maximum wait), and runs each step in a worker thread: score the batch first (prequential HR/NDCG over a sliding
 window), then one joint optimiser step. The event loop never blocks on torch, so the
 consumer keeps heartbeating however long a step takes.
 
@@ -32,7 +32,7 @@ from ops.metrics import TrainerMetrics
 from ops.settings import Settings
 from state.checkpoints import CheckpointDir
 from stream import samples as sample_codec
-from stream.admission import ADMIT, STALE, Admission
+from stream.admission import ADMIT, STALE, UNDECODABLE, Admission
 from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def new_learner(settings: Settings) -> Learner:
 
 
 class ContinualTrainer(ConsumerRebalanceListener):
+    sync = None  # the collectives of a data-parallel rank (stream.scaleout); one process: none
     def __init__(self, settings: Settings, metrics: TrainerMetrics, heldout: list | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -129,11 +130,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
                             sample = sample_codec.decode(record.value)
                         except ValueError as exc:
                             log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
-                            sample = None  # still queued: its offset must move on in order
-                    if queue.full():
-                        await queue.put((tp.partition, record.offset, sample))
-                    else:
-                        queue.put_nowait((tp.partition, record.offset, sample))
+                            sample = UNDECODABLE  # still queued: its offset must move on in order
+                    await queue.put((tp.partition, record.offset, sample))
             for tp in self._consumer.assignment():
                 high = self._consumer.highwater(tp)
                 if high is not None:
@@ -186,10 +184,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         admission memory in a checkpoint matches the offsets saved with it."""
         now, kept = time.time(), []
         for _, _, sample in batch:
-            if sample is None or sample is STALE:  # undecodable, or shed by the fetcher
-                verdict = "undecodable" if sample is None else STALE
-            else:
-                verdict = self.admission.decide(sample, now)
+            verdict = sample if isinstance(sample, str) else self.admission.decide(sample, now)
             if verdict == ADMIT:
                 kept.append(sample)
             else:
@@ -199,10 +194,10 @@ class ContinualTrainer(ConsumerRebalanceListener):
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The
         first batches of a fresh model are not scored: 99 negatives need 100 known items."""
-        if len(self.learner.ids["items"]) > 2 * 100:
+        if samples and len(self.learner.ids["items"]) > 2 * 100:
             for task, scores in self.learner.score(samples).items():
                 self.window.add(task, scores.numpy())
-        return self.learner.learn_many(samples)
+        return self.learner.learn_many(samples, self.sync)
 
     def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
         m = self.metrics
@@ -251,13 +246,20 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self._last_ckpt = time.monotonic()
         self.metrics.checkpoints.inc()
         self.metrics.last_checkpoint.set(time.time())
-        try:
-            from aiokafka import TopicPartition
+        await self._commit_offsets()
 
-            owned = {tp.partition for tp in self._consumer.assignment()}
-            await self._consumer.commit({TopicPartition(self.settings.samples_topic, p): o
-                                         for p, o in self.offsets.items() if p in owned})
-        except Exception as exc:  # noqa: BLE001 - informational only; the checkpoint holds the truth
+    async def _commit_offsets(self) -> None:
+        """Commit the offsets of the partitions this consumer holds to its group: for lag
+        monitoring only, the checkpoint holds the truth."""
+        from aiokafka import TopicPartition
+
+        owned = {tp.partition for tp in self._consumer.assignment()}
+        offsets = {TopicPartition(self.settings.samples_topic, p): o for p, o in self.offsets.items() if p in owned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - informational only
             log.warning("could not commit trainer offsets to the group: %s", exc)
 
     def _start_offline_eval(self) -> None:
