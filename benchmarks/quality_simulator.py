@@ -3,19 +3,24 @@
 latest 10% of every user's samples (sampled ranking: the true item among 99 items the user
 never touched; ties count against the model).
 
+Every seed is a fresh simulated world (items, users, events) and a fresh training seed, so
+`--seeds 3` replicates the comparison three times and reports each model's mean and
+standard deviation over seeds, and on how many seeds UniSAR wins each metric.
+
 Both UniSAR variants get the same settings (`--unisar-set`, default init_std=0.1: id
 embeddings start at N(0, 0.1^2), so rows the data rarely touches stay close to one another
 instead of scattering candidate scores at random; N(0, 1) is the model's default). The
 models train as parallel processes, `--jobs` at a time, with the cores split between them.
 
-    python benchmarks/quality_simulator.py [--events 100000 --users 1000 --epochs 3]
-Last line: a JSON list, one object per model, task and metric.
+    python benchmarks/quality_simulator.py [--events 100000 --users 1000 --items 20000 --seeds 3]
+Last line: a JSON list, one object per model, task and metric (means over seeds).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,8 @@ from pathlib import Path
 from ops.cli import main as unisar
 
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+TASKS = ("rec", "search")
+RIVALS = ("popularity", "unisar without mask")
 
 
 def models(unisar_set: list[str]) -> dict[str, list[str]]:
@@ -36,17 +43,54 @@ def models(unisar_set: list[str]) -> dict[str, list[str]]:
     }
 
 
-def fit_and_eval(name: str, extra: list[str], events: Path, root: Path, args, threads: int) -> subprocess.Popen:
-    stem = name.replace(" ", "_")
-    ckpt, report, log = root / f"{stem}.pt", root / f"{stem}.json", root / f"{stem}.log"
+def stem(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def fit_and_eval(name: str, extra: list[str], events: Path, root: Path, args, seed: int,
+                 threads: int) -> subprocess.Popen:
+    ckpt, report, log = (root / f"{stem(name)}{suffix}" for suffix in (".pt", ".json", ".log"))
     cli = [sys.executable, "-m", "ops.cli"]
     fit = [*cli, "fit", "--events", str(events), "--out", str(ckpt), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--seed", str(args.seed), *extra]
+           "--batch-size", str(args.batch_size), "--seed", str(seed), *extra]
     evaluate = [*cli, "eval", "--checkpoint", str(ckpt), "--events", str(events), "--json", str(report)]
     script = " && ".join(" ".join(f"'{a}'" for a in cmd) for cmd in (fit, evaluate))
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     with open(log, "w") as out:
         return subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> dict:
+    """Simulate one world and train and score every model on it: {model: {task: metrics}}."""
+    root = Path(tempfile.mkdtemp(prefix=f"unisar-quality-s{seed}-"))
+    events = root / "sim.jsonl"
+    assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
+                   "--items", str(args.items), "--seed", str(seed), "--out", str(events)]) == 0
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"seed {seed}: training {len(zoo)} models, {args.jobs} at a time ({threads} thread(s) each); "
+          f"logs in {root}", flush=True)
+    pending, running = list(zoo.items()), {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name, extra = pending.pop(0)
+            running[name] = fit_and_eval(name, extra, events, root, args, seed, threads)
+        time.sleep(2)
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                if proc.returncode:
+                    log = (root / f"{stem(name)}.log").read_text()[-2000:]
+                    raise SystemExit(f"seed {seed}, {name}: fit or eval failed ({proc.returncode}):\n{log}")
+                print(f"seed {seed}, {name}: fit + eval done at {time.time() - started:.0f} s", flush=True)
+    return {name: json.loads((root / f"{stem(name)}.json").read_text())["tasks"] for name in zoo}
+
+
+def print_table(title: str, results: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'model':<22}{'task':<8}" + "".join(f"{c:>9}" for c in COLUMNS))
+    for name, tasks in results.items():
+        for task in TASKS:
+            print(f"{name:<22}{task:<8}" + "".join(f"{tasks[task][c]:>9.4f}" for c in COLUMNS))
 
 
 def main() -> None:
@@ -59,47 +103,41 @@ def main() -> None:
     parser.add_argument("--unisar-set", action="append", metavar="FIELD=VALUE",
                         help="model setting for both UniSAR variants (repeatable; default init_std=0.1)")
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default 2)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds to replicate over: seed, seed+1, ... (default 1)")
     args = parser.parse_args()
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error(f"--seeds and --jobs: expected at least 1, got {args.seeds} and {args.jobs}")
     unisar_set = args.unisar_set or ["init_std=0.1"]
+    zoo = models(unisar_set)
+    seeds = list(range(args.seed, args.seed + args.seeds))
 
-    root = Path(tempfile.mkdtemp(prefix="unisar-quality-"))
-    events = root / "sim.jsonl"
-    assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
-                   "--items", str(args.items), "--seed", str(args.seed), "--out", str(events)]) == 0
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    pending, running, started = list(models(unisar_set).items()), {}, time.time()
-    print(f"training {len(pending)} models, {args.jobs} at a time ({threads} thread(s) each); logs in {root}",
-          flush=True)
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name, extra = pending.pop(0)
-            running[name] = fit_and_eval(name, extra, events, root, args, threads)
-        time.sleep(2)
-        for name, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                log = root / f"{name.replace(' ', '_')}.log"
-                if proc.returncode:
-                    raise SystemExit(f"{name}: fit or eval failed ({proc.returncode}):\n{log.read_text()[-2000:]}")
-                print(f"{name}: fit + eval done at {time.time() - started:.0f} s", flush=True)
-
-    results = {name: json.loads((root / f"{name.replace(' ', '_')}.json").read_text())["tasks"]
-               for name in models(unisar_set)}
+    started = time.time()
+    per_seed = {seed: run_seed(seed, zoo, args, started) for seed in seeds}
     print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items; UniSAR settings: "
-          f"{' '.join(unisar_set)}; {args.epochs} epochs, batch {args.batch_size}")
-    print(f"{'model':<22}{'task':<8}" + "".join(f"{c:>9}" for c in COLUMNS))
-    rows = []
-    for name, tasks in results.items():
-        for task, m in tasks.items():
-            print(f"{name:<22}{task:<8}" + "".join(f"{m[c]:>9.4f}" for c in COLUMNS))
-            rows += [{"metric": f"{c.lower().replace('@', '')}_{task}_{name.replace(' ', '_')}",
-                      "value": round(m[c], 4), "unit": f"{c} (sampled, 99 negatives)", "target": None}
-                     for c in ("HR@10", "NDCG@10")]
-    for task in ("rec", "search"):
-        for rival in ("popularity", "unisar without mask"):
-            wins = [c for c in COLUMNS if results["unisar"][task][c] > results[rival][task][c]]
-            print(f"{task}: unisar beats {rival} on {len(wins)}/{len(COLUMNS)} metrics ({', '.join(wins) or 'none'})")
+          f"{' '.join(unisar_set)}; {args.epochs} epochs, batch {args.batch_size}; seeds {seeds}")
+    for seed, results in per_seed.items():
+        print_table(f"seed {seed}", results)
+
+    def over_seeds(reduce) -> dict:
+        return {name: {task: {c: reduce([per_seed[s][name][task][c] for s in seeds]) for c in COLUMNS}
+                       for task in TASKS} for name in zoo}
+
+    means = over_seeds(statistics.fmean)
+    if len(seeds) > 1:
+        print_table(f"mean over {len(seeds)} seeds", means)
+        print_table(f"standard deviation over {len(seeds)} seeds", over_seeds(statistics.stdev))
+    print()
+    for task in TASKS:
+        for rival in RIVALS:
+            wins = {c: sum(per_seed[s]["unisar"][task][c] > per_seed[s][rival][task][c] for s in seeds)
+                    for c in COLUMNS}
+            gap = {c: means["unisar"][task][c] - means[rival][task][c] for c in COLUMNS}
+            print(f"{task}: unisar vs {rival}: seeds won per metric "
+                  + ", ".join(f"{c} {wins[c]}/{len(seeds)} ({gap[c]:+.4f})" for c in COLUMNS))
+    rows = [{"metric": f"{c.lower().replace('@', '')}_{task}_{stem(name)}", "value": round(means[name][task][c], 4),
+             "unit": f"{c} (sampled, 99 negatives), mean of {len(seeds)} seed(s)", "target": None}
+            for name in zoo for task in TASKS for c in ("HR@10", "NDCG@10")]
     print(json.dumps(rows))
 
 
