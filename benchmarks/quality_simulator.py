@@ -7,6 +7,9 @@ Every seed is a fresh simulated world (items, users, events) and a fresh trainin
 `--seeds 3` replicates the comparison three times and reports each model's mean and
 standard deviation over seeds, and on how many seeds UniSAR wins each metric.
 
+Beside them, a reference that is handed the item categories (category_reference.py) shows
+the headroom: how far above popularity a model could get on this data.
+
 Both UniSAR variants get the same settings (`--unisar-set`, default init_std=0.1: id
 embeddings start at N(0, 0.1^2), so rows the data rarely touches stay close to one another
 instead of scattering candidate scores at random; N(0, 1) is the model's default). The
@@ -27,11 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from category_reference import evaluate_reference
 from ops.cli import main as unisar
 
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 TASKS = ("rec", "search")
 RIVALS = ("popularity", "unisar without mask")
+REFERENCE = "category reference"  # headroom, not a rival: see category_reference.py
 
 
 def models(unisar_set: list[str]) -> dict[str, list[str]]:
@@ -82,7 +87,9 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> dict
                     log = (root / f"{stem(name)}.log").read_text()[-2000:]
                     raise SystemExit(f"seed {seed}, {name}: fit or eval failed ({proc.returncode}):\n{log}")
                 print(f"seed {seed}, {name}: fit + eval done at {time.time() - started:.0f} s", flush=True)
-    return {name: json.loads((root / f"{stem(name)}.json").read_text())["tasks"] for name in zoo}
+    results = {name: json.loads((root / f"{stem(name)}.json").read_text())["tasks"] for name in zoo}
+    results[REFERENCE] = evaluate_reference(events, events.with_suffix(".categories.csv"), seed=seed)
+    return results
 
 
 def print_table(title: str, results: dict) -> None:
@@ -121,7 +128,7 @@ def main() -> None:
 
     def over_seeds(reduce) -> dict:
         return {name: {task: {c: reduce([per_seed[s][name][task][c] for s in seeds]) for c in COLUMNS}
-                       for task in TASKS} for name in zoo}
+                       for task in TASKS} for name in [*zoo, REFERENCE]}
 
     means = over_seeds(statistics.fmean)
     if len(seeds) > 1:
@@ -137,7 +144,7 @@ def main() -> None:
                   + ", ".join(f"{c} {wins[c]}/{len(seeds)} ({gap[c]:+.4f})" for c in COLUMNS))
     rows = [{"metric": f"{c.lower().replace('@', '')}_{task}_{stem(name)}", "value": round(means[name][task][c], 4),
              "unit": f"{c} (sampled, 99 negatives), mean of {len(seeds)} seed(s)", "target": None}
-            for name in zoo for task in TASKS for c in ("HR@10", "NDCG@10")]
+            for name in [*zoo, REFERENCE] for task in TASKS for c in ("HR@10", "NDCG@10")]
     print(json.dumps(rows))
 
 
