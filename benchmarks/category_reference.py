@@ -83,6 +83,9 @@ def evaluate_reference(events, categories, holdout: float = 0.1, seed: int = 0) 
         query = s.query if s.task == "search" else ()
         for target in s.items[:5]:
             seen = exclude.get(s.user, set())
+            if len(known) - len(seen) < 100:
+                raise ValueError(f"category reference: expected at least 100 known items the user never touched, "
+                                 f"got {len(known)} known items of which the user touched {len(seen)}")
             negatives: list[int] = []
             while len(negatives) < 99:
                 for i in rng.choice(known, 2 * (99 - len(negatives))).tolist():
