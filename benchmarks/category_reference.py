@@ -20,9 +20,11 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from model.batch import sample_negatives
 from model.evaluation import evaluable, interacted
 from model.metrics import evaluate
 from ops.commands.fit import load_samples, split_holdout
+from stream.history import Limits
 from stream.ids import item_id
 
 USER_PRIOR = 2.0  # pseudo-behaviours of the global category mix added to a user's history
@@ -47,7 +49,7 @@ def evaluate_reference(events, categories, holdout: float = 0.1, seed: int = 0) 
     category = read_categories(categories)
     samples, _ = load_samples(str(events))
     train, test = split_holdout(samples, holdout)
-    exclude = {u: set(items.tolist()) for u, items in interacted(samples).items()}
+    exclude = interacted(samples)
     known = np.fromiter(sorted({i for s in train for i in s.items}), np.int64)
 
     clicks = Counter(i for s in train if s.label == 1 or s.task == "search" for i in s.items)
@@ -75,22 +77,18 @@ def evaluate_reference(events, categories, holdout: float = 0.1, seed: int = 0) 
             score += math.log((word_cat[w][c] + WORD_PRIOR) / (cat_words[c] + WORD_PRIOR * vocabulary))
         return score
 
+    # negatives as the learner draws them: pool rows 1..len(known) stand for known[row - 1]
+    row_of = {item: row for row, item in enumerate(known.tolist(), start=1)}
     rng = np.random.default_rng(seed)
     scores: dict[str, list[list[float]]] = {"rec": [], "search": []}
     for s in evaluable(test):
         user_cats = history_categories(s, category)
         n_user = sum(user_cats.values())
         query = s.query if s.task == "search" else ()
-        for target in s.items[:5]:
-            seen = exclude.get(s.user, set())
-            if len(known) - len(seen) < 100:
-                raise ValueError(f"category reference: expected at least 100 known items the user never touched, "
-                                 f"got {len(known)} known items of which the user touched {len(seen)}")
-            negatives: list[int] = []
-            while len(negatives) < 99:
-                for i in rng.choice(known, 2 * (99 - len(negatives))).tolist():
-                    if i not in seen and i != target and i not in negatives and len(negatives) < 99:
-                        negatives.append(i)
+        touched = [row_of[i] for i in exclude[s.user].tolist() if i in row_of] or [0]  # row 0 is never drawn
+        targets = s.items[: Limits().max_clicks]
+        drawn = sample_negatives(rng, len(known), np.array([touched] * len(targets)), 99, strict=True)
+        for target, negatives in zip(targets, known[drawn - 1].tolist()):
             scores[s.task].append([log_p_item(i, user_cats, n_user, query) for i in (target, *negatives)])
     return {task: {"rows": len(rows), **evaluate(np.array(rows))} for task, rows in scores.items() if rows}
 
