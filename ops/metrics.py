@@ -40,6 +40,9 @@ class WorkerMetrics(_Served):
         self.lag = Gauge(
             "unisar_consumer_lag", "Events not yet read, per assigned events partition",
             ["partition"], registry=registry)
+        self.partitions = Gauge(
+            "unisar_worker_partitions_assigned", "Events partitions this worker owns (0: not yet assigned, "
+            "or waiting for a rebalance)", registry=registry)
         self.restored = Counter(
             "unisar_changelog_restored_total", "Histories restored from the changelog on partition "
             "assignment", registry=registry)

@@ -258,6 +258,7 @@ class StreamWorker(ConsumerRebalanceListener):
                 self.metrics.lag.remove(str(tp.partition))
             except KeyError:
                 pass
+        self.metrics.partitions.dec(sum(tp.topic == self.settings.events_topic for tp in revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
@@ -265,6 +266,7 @@ class StreamWorker(ConsumerRebalanceListener):
             restored = await restore_from_changelog(self.settings, self.store, parts)
             self.metrics.restored.inc(restored)
             log.info("assigned partitions %s; restored %d histories from the changelog", parts, restored)
+        self.metrics.partitions.inc(len(parts))  # after the restore: the partitions are ready to consume
 
 
 async def restore_from_changelog(settings: Settings, store: HistoryStore, partitions: list[int]) -> int:

@@ -2,6 +2,8 @@
 fresh topic names per test, and a way to run `unisar worker` as a real process."""
 from __future__ import annotations
 
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,6 +37,23 @@ class WorkerProcess(Child):
     def __init__(self, settings: Settings, log_path: Path, **overrides) -> None:
         self.metrics_port = free_port()
         super().__init__("worker", settings, log_path, metrics_port=self.metrics_port, **overrides)
+
+    def wait_assigned(self, timeout_s: float = 60) -> None:
+        """Block until the worker owns events partitions. By then its SIGTERM handler is in place:
+        a SIGTERM sent earlier, while it still imports, kills it with the default action."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.alive(), f"worker exited with {self.proc.returncode} before it was assigned partitions"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
+                    text = resp.read().decode()
+                owned = [line for line in text.splitlines() if line.startswith("unisar_worker_partitions_assigned ")]
+                if owned and float(owned[0].split()[1]) > 0:
+                    return
+            except OSError:
+                pass  # not serving yet
+            assert time.monotonic() < deadline, f"worker not assigned partitions after {timeout_s} s"
+            time.sleep(0.1)
 
 
 @pytest.fixture

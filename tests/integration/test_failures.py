@@ -18,18 +18,31 @@ from stream.producer import EventProducer
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def replay_in_background(settings, values, rate: float) -> threading.Thread:
-    def run() -> None:
-        with EventProducer(settings) as producer:
-            start = time.monotonic()
-            for i, (key, value) in enumerate(values):
-                producer.send_raw(key, value)
-                if i % 200 == 0:
-                    time.sleep(max(0.0, start + i / rate - time.monotonic()))
+class GatedReplay(threading.Thread):
+    """Produces `values` at `rate` in consecutive segments; segment i starts only after `release(i)`.
+    The gates let the test aim every kill at a segment that is still being produced."""
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, settings, values, segments: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.rate = settings, rate
+        size = -(-len(values) // segments)
+        self.bounds = [(i * size, min(len(values), (i + 1) * size)) for i in range(segments)]
+        self.values = values
+        self.gates = [threading.Event() for _ in range(segments)]
+        self.start()
+
+    def release(self, segment: int) -> None:
+        self.gates[segment].set()
+
+    def run(self) -> None:
+        with EventProducer(self.settings) as producer:
+            for gate, (lo, hi) in zip(self.gates, self.bounds):
+                gate.wait()
+                start = time.monotonic()
+                for i in range(lo, hi):
+                    producer.send_raw(*self.values[i])
+                    if i % 200 == 0:
+                        time.sleep(max(0.0, start + (i - lo) / self.rate - time.monotonic()))
 
 
 def test_kill_9_three_times_during_replay_loses_nothing_and_applies_nothing_twice(settings, worker_factory):
@@ -39,24 +52,34 @@ def test_kill_9_three_times_during_replay_loses_nothing_and_applies_nothing_twic
     ensure_topics_sync(settings)
     # Small polls and frequent commits put many commit boundaries inside the replay.
     tuning = dict(max_poll_records=300, commit_interval_s=0.05)
-    producer = replay_in_background(settings, values, rate=2_500)
+    rate = 2_500
+    replay = GatedReplay(settings, values, segments=4, rate=rate)
 
-    kills = 0
-    for fraction in sorted(rng.uniform(0.1, 0.85) for _ in range(3)):
+    # A worker starts after the dead one's session times out (about 10 s), so the replay pauses
+    # between segments: otherwise it would end before the later kills and they would hit an idle worker.
+    for segment in range(3):
+        lo, hi = replay.bounds[segment]
         worker = worker_factory(settings, **tuning)
+        worker.wait_assigned()
+        replay.release(segment)
+        # Kill once the worker has committed part of this segment; at least 0.4 s of it is still to
+        # be produced then, more than the random delay, so the kill always lands mid-replay.
+        target = lo + rng.uniform(0.2, 0.8) * (hi - lo)
         deadline = time.monotonic() + 120
-        while committed_total(settings) < fraction * len(values):
-            assert worker.proc.poll() is None, "worker died on its own"
+        while committed_total(settings) < target:
+            assert worker.alive(), "worker died on its own"
             assert time.monotonic() < deadline, "no progress"
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.3))  # land anywhere: mid-batch, mid-commit
         worker.kill()
-        kills += 1
-    producer.join()
+        assert committed_total(settings) < hi, f"kill {segment + 1} came after segment {segment} was committed"
+
+    replay.release(3)
     worker = worker_factory(settings, **tuning)
+    worker.wait_assigned()  # a SIGTERM before its handler is in place would kill it outright
+    replay.join()
     wait_until_caught_up(settings, len(values), procs=[worker])
     assert worker.stop() == 0
-    assert kills == 3
 
     expected_histories, expected_samples = offline(events)
     assert without_offsets(stored_histories(settings.state_dir)) == without_offsets(expected_histories)
@@ -79,7 +102,7 @@ def test_two_workers_split_partitions_and_moved_partitions_bring_their_histories
     produce(settings, first)
     wait_until_caught_up(settings, 3000, procs=[a])
     b = worker_factory(settings, state_dir=str(tmp_path / "b"))
-    time.sleep(12)  # let the group rebalance onto both workers
+    b.wait_assigned()  # the group has rebalanced onto both workers
     produce(settings, second)
     wait_until_caught_up(settings, 6000, procs=[a, b])
     applied_a = metric(scrape(a.metrics_port), "unisar_events_total", outcome="applied")

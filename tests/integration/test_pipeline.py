@@ -93,3 +93,4 @@ def test_worker_builds_histories_samples_and_dead_letters(settings, worker_facto
     assert metric(text, "unisar_samples_total") == n_expected
     assert metric(text, "unisar_event_processing_seconds_count") == 10_200
     assert "unisar_consumer_lag" in text and "unisar_users_stored" in text
+    assert metric(text, "unisar_worker_partitions_assigned") == settings.partitions  # the only worker owns all
