@@ -13,7 +13,9 @@ and the optimisers:
   - dense parameters: Adam, L2 on non-bias weights (coupled, as the reference);
   - embedding tables: SparseAdam on the rows a step touched, with the same L2 added to
     those rows' gradients. A 670k-row table therefore costs per step what the batch
-    touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam).
+    touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam). Their
+    learning rate, `table_lr`, defaults to `lr`: a rare item's row moves only on the few
+    steps that touch it, so a larger one lets it leave its init within a few epochs.
 Randomness comes from `seed` alone: negatives and dropout of step t are drawn from
 generators seeded by (seed, t), so a resumed checkpoint continues exactly.
 
@@ -70,13 +72,17 @@ class Learner:
         *,
         seed: int = 0,
         lr: float = 1e-3,
+        table_lr: float | None = None,
         l2: float = 3e-5,
         n_negatives: int = 4,
         query_pool: int = 50_000,
         device: str = "cpu",
         **config,
     ) -> None:
+        if lr <= 0 or (table_lr is not None and table_lr <= 0):
+            raise ValueError(f"expected learning rates > 0, got lr={lr} and table_lr={table_lr}")
         self.model_name, self.seed, self.lr, self.l2 = model, seed, lr, l2
+        self.table_lr = lr if table_lr is None else table_lr
         self.n_negatives, self.device = n_negatives, torch.device(device)
         self.config = make_config(model, **config)
         cfg = self.config
@@ -91,7 +97,7 @@ class Learner:
         tables = [e.weight for embs in self.model.tables().values() for e in embs]
         table_ids = {id(p) for p in tables}
         dense = [(n, p) for n, p in self.model.named_parameters() if id(p) not in table_ids]
-        self.optimizers: dict[str, torch.optim.Optimizer] = {"tables": torch.optim.SparseAdam(tables, lr=lr)}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {"tables": torch.optim.SparseAdam(tables, lr=self.table_lr)}
         if dense:
             groups = [
                 {"params": [p for n, p in dense if "bias" not in n], "weight_decay": l2},
@@ -304,7 +310,8 @@ class Learner:
             "format": FORMAT,
             "model_name": self.model_name,
             "config": dataclasses.asdict(self.config),
-            "learner": {"seed": self.seed, "lr": self.lr, "l2": self.l2, "n_negatives": self.n_negatives,
+            "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
+                        "n_negatives": self.n_negatives,
                         "query_pool": len(self.queries.words)},
             "step": self.step,
             "model": self.model.state_dict(),

@@ -27,7 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="rec samples per step (default: 1024)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the dense parameters (default: 1e-3)")
+    p.add_argument("--table-lr", type=float, metavar="LR",
+                   help="learning rate of the id embedding tables (lazy Adam; default: --lr)")
+    p.add_argument("--negatives", type=int, default=4, metavar="N",
+                   help="sampled negative items per training sample (default: 4)")
     p.add_argument("--holdout-last", type=float, default=0.1, metavar="F",
                    help="fraction of each user's latest samples kept out of training (default: 0.1)")
     p.add_argument("--users", type=int, help="user table rows (default: distinct users in the file + 25%%)")
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_size < 1 or (args.max_steps is not None and args.max_steps < 1):
         return fail("fit", f"expected --epochs, --batch-size and --max-steps >= 1, got "
                            f"{args.epochs}, {args.batch_size}, {args.max_steps}")
+    if args.negatives < 1:
+        return fail("fit", f"--negatives: expected at least 1, got {args.negatives}")
     if not 0.0 <= args.holdout_last < 1.0:
         return fail("fit", f"--holdout-last: expected a fraction in [0, 1), got {args.holdout_last}")
     try:
@@ -141,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         given = getattr(args, kind)
         overrides[f"n_{kind}"] = given if given else int(sizes[kind] * 1.25) + 16
     try:
-        learner = Learner(args.model, seed=args.seed, lr=args.lr, device=args.device, **overrides)
+        learner = Learner(args.model, seed=args.seed, lr=args.lr, table_lr=args.table_lr,
+                          n_negatives=args.negatives, device=args.device, **overrides)
     except (ValueError, RuntimeError) as exc:
         return fail("fit", str(exc))
 

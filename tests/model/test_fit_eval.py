@@ -49,6 +49,10 @@ def test_bad_inputs_get_a_message_and_a_non_zero_exit(events_file, checkpoint, t
     assert "expected FIELD=VALUE" in capsys.readouterr().err
     assert main(["fit", "--events", str(events_file), "--out", "x.pt", "--set", "use_mask=maybe"]) == 2
     assert "expected true or false" in capsys.readouterr().err
+    assert main(["fit", "--events", str(events_file), "--out", "x.pt", "--negatives", "0"]) == 2
+    assert "--negatives: expected at least 1, got 0" in capsys.readouterr().err
+    assert main(["fit", "--events", str(events_file), "--out", str(tmp_path / "x.pt"), "--table-lr", "-1"]) == 2
+    assert "expected learning rates > 0" in capsys.readouterr().err
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"v": 2}\nnot json\n')
     assert main(["fit", "--events", str(junk), "--out", str(tmp_path / "x.pt")]) == 2

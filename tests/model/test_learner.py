@@ -86,3 +86,33 @@ def test_a_full_table_recycles_stale_rows_during_learning(batch_samples):
     assert len(rows) > 50
     # one Adam step from zero moments leaves exp_avg_sq = 0.1 * exp_avg^2 (betas 0.9, 0.999)
     torch.testing.assert_close(state["exp_avg_sq"][rows], 0.1 * state["exp_avg"][rows] ** 2, rtol=1e-3, atol=1e-12)
+
+
+def test_table_lr_moves_only_the_embedding_tables_and_survives_a_checkpoint(batch_samples):
+    slow, fast = Learner(**TINY), Learner(**TINY, table_lr=1e-2)
+    moved = {}
+    for learner in (slow, fast):
+        table = learner.model.nets[0].embed.item
+        before = table.weight.detach().clone()
+        dense = {n: p.detach().clone() for n, p in learner.model.named_parameters() if "embed" not in n}
+        learner.learn_many(batch_samples)
+        moved[learner] = (table.weight.detach() - before).abs().max().item()
+        # One Adam step moves every touched parameter by about its lr: dense ones by 1e-3 in both.
+        assert max((p.detach() - dense[n]).abs().max().item()
+                   for n, p in learner.model.named_parameters() if n in dense) < 1.5e-3
+    assert moved[slow] < 1.5e-3 < 5e-3 < moved[fast]
+    restored = round_trip(fast)
+    assert restored.table_lr == 1e-2 and restored.optimizers["tables"].param_groups[0]["lr"] == 1e-2
+    assert slow.table_lr == slow.lr  # the default: one learning rate for everything
+
+
+def test_checkpoints_from_before_table_lr_load_with_one_learning_rate(batch_samples):
+    learner = Learner(**TINY)
+    state = learner.state_dict()
+    del state["learner"]["table_lr"]
+    assert Learner.from_state_dict(state).table_lr == learner.lr
+
+
+def test_learning_rates_must_be_positive():
+    with pytest.raises(ValueError, match="expected learning rates > 0"):
+        Learner(**TINY, table_lr=0.0)
