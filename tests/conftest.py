@@ -3,13 +3,13 @@ fresh topic names per test, and a way to run `unisar worker` as a real process."
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ops.broker import EmbeddedBroker, free_port
+from ops.metrics import scrape
 from ops.processes import Child
 from ops.settings import Settings
 
@@ -45,10 +45,7 @@ class WorkerProcess(Child):
         while True:
             assert self.alive(), f"worker exited with {self.proc.returncode} before it was assigned partitions"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
-                    text = resp.read().decode()
-                owned = [line for line in text.splitlines() if line.startswith("unisar_worker_partitions_assigned ")]
-                if owned and float(owned[0].split()[1]) > 0:
+                if scrape(self.metrics_port, timeout_s=2).get("unisar_worker_partitions_assigned", 0) > 0:
                     return
             except OSError:
                 pass  # not serving yet
