@@ -1,4 +1,6 @@
-"""L_Rel's InfoNCE against shared negatives, fast on CPU with the same maths.
+"""UniSAR's contrastive losses: L_Align (TransitionAlignment) and L_Rel (QueryItemRelevance).
+
+L_Rel's InfoNCE against shared negatives is fast on CPU with the same maths.
 
 For pairs p = (anchor u_p, positive) with positive logit s_p, and N shared negatives b_n,
     loss = mean_p [ log(exp(s_p) + sum_n exp(tanh(a_{u_p} . b_n) / tau)) - s_p ]
@@ -16,6 +18,8 @@ two thirds of its forward pass. Here:
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 def _chunk(t: torch.Tensor) -> int:
@@ -76,3 +80,55 @@ def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: to
     a (U, d) distinct anchors, b (N, d) shared negatives, tau the temperature, pos (P,) the
     pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a."""
     return _SharedNegativeInfoNCE.apply(a, b, tau, pos, anchor)
+
+
+class TransitionAlignment(nn.Module):
+    """L_Align for one pair of transitions (s2r with r2r, or r2s with s2s): NT-Xent between
+    their mean-pooled histories, other rows of the batch as negatives, bilinear tanh
+    similarity, learnable temperature. Rows with an empty history take no part."""
+
+    def __init__(self, d: int, temperature: float) -> None:
+        super().__init__()
+        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d)))
+        self.temperature = nn.Parameter(torch.tensor(temperature))
+
+    def forward(self, H_a: torch.Tensor, H_b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        valid = mask.any(1)  # (B,)
+        n = int(valid.sum())
+        if n == 0:
+            return H_a.new_zeros(())
+        w = (mask[valid] / mask[valid].sum(1, keepdim=True)).unsqueeze(-1)  # (n, L, 1)
+        z = torch.cat([(H_a[valid] * w).sum(1), (H_b[valid] * w).sum(1)])  # (2n, d)
+        sim = torch.tanh(z @ self.W @ z.T) / self.temperature  # (2n, 2n)
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+        return F.cross_entropy(sim, positive)
+
+
+class QueryItemRelevance(nn.Module):
+    """L_Rel: InfoNCE between past queries and the items clicked for them, both ways, with
+    a shared set of negative items and negative queries; one bilinear W with tanh."""
+
+    def __init__(self, d: int, temperature: float) -> None:
+        super().__init__()
+        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d)))
+        self.temperature = nn.Parameter(torch.tensor(temperature))
+
+    def forward(
+        self, V_query: torch.Tensor, V_item: torch.Tensor, pair_q: torch.Tensor, pair_i: torch.Tensor,
+        neg_items: torch.Tensor, neg_queries: torch.Tensor,
+    ) -> torch.Tensor:
+        if len(pair_q) == 0 or len(neg_items) == 0 or len(neg_queries) == 0:
+            return V_query.new_zeros(())
+        tau = self.temperature
+        # a query's negatives do not depend on which of its clicks is the positive: one
+        # log-sum-exp per distinct query (and per distinct item), not per pair
+        uq, iq = torch.unique(pair_q, return_inverse=True)
+        ui, ii = torch.unique(pair_i, return_inverse=True)
+        a_q, a_i = V_query[uq] @ self.W, V_item[ui] @ self.W  # (Uq, d), (Ui, d)
+        pos_q = torch.tanh((a_q[iq] * V_item[pair_i]).sum(-1)) / tau  # (P,) query -> item
+        pos_i = torch.tanh((a_i[ii] * V_query[pair_q]).sum(-1)) / tau  # (P,) item -> query
+        L_q = info_nce_shared(a_q, V_item[neg_items], tau, pos_q, iq)
+        L_i = info_nce_shared(a_i, V_query[neg_queries], tau, pos_i, ii)
+        return 0.5 * (L_q + L_i)
+

@@ -1,8 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from model.contrastive import info_nce_shared
-from model.unisar import QueryItemRelevance
+from model.contrastive import QueryItemRelevance, info_nce_shared
 
 
 def naive(a, b, tau, pos, anchor):
