@@ -43,6 +43,11 @@ def test_stats_transitions_and_same_category():
             result["search_without_clicks"]) == (5, 1, 2, 1)
     assert result["rec_clicks_per_search"] == pytest.approx(5 / 3)
     assert result["search_click_share"] == pytest.approx(2 / 3)
+    # clicks: a1 2, a2 1, b1 2 (one search, one rec), 7 1, zz 1; the exposure is no click
+    assert (result["clicked_items"], result["clicked_items_under_core"], result["clicks_per_item_median"]) == (5, 5, 1)
+    more = stats.compute(events + [rec("u3", "a1", T + 9 + i) for i in range(3)], categories)
+    assert (more["clicked_items_under_core"], more["clicks_per_item_median"]) == (4, 1)  # a1 has 5 now
+    assert "4 of 5 clicked items (80.0%) have fewer than 5" in stats.format_report(more)
 
 
 def test_stats_cli_counts_invalid_lines(tmp_path, run_cli):
