@@ -21,7 +21,7 @@ Both UniSAR variants get the same settings: model fields (`--unisar-set`) and le
   - --negatives 16: sixteen sampled negatives per training sample instead of four.
 The models train as parallel processes, `--jobs` at a time, with the cores split between them.
 
-    python benchmarks/quality_simulator.py [--events 100000 --users 1000 --items 20000 --seeds 3]
+    python benchmarks/quality_simulator.py [--events 100000 --users 1000 --items 20000 --seeds 3 --min-core 5]
 Last line: a JSON list, one object per model, task and metric (means over seeds).
 """
 from __future__ import annotations
@@ -79,6 +79,11 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> dict
     events = root / "sim.jsonl"
     assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
                    "--items", str(args.items), "--seed", str(seed), "--out", str(events)]) == 0
+    if args.min_core:  # the paper's k-core preprocessing, as for KuaiSAR
+        core = root / "sim.core.jsonl"
+        assert unisar(["data", "core", str(events), "--min-core", str(args.min_core), "--out", str(core)]) == 0
+        assert unisar(["data", "stats", str(core)]) == 0
+        events = core
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"seed {seed}: training {len(zoo)} models, {args.jobs} at a time ({threads} thread(s) each); "
           f"logs in {root}", flush=True)
@@ -113,6 +118,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--items", type=int, default=20_000, help="simulated catalogue size (default 20,000)")
+    parser.add_argument("--min-core", type=int, default=0, metavar="K",
+                        help="k-core filter each simulated file before training, as the paper does KuaiSAR "
+                        "(e.g. 5; default 0: off)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256, help="rec samples per step (default 256)")
     parser.add_argument("--unisar-set", action="append", metavar="FIELD=VALUE",
@@ -125,13 +133,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1 or args.jobs < 1:
         parser.error(f"--seeds and --jobs: expected at least 1, got {args.seeds} and {args.jobs}")
+    if args.min_core == 1 or args.min_core < 0:
+        parser.error(f"--min-core: expected 0 (off) or at least 2, got {args.min_core}")
     unisar_set = args.unisar_set or DEFAULT_SET
     zoo = models(unisar_set, args.unisar_fit.split())
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     started = time.time()
     per_seed = {seed: run_seed(seed, zoo, args, started) for seed in seeds}
-    print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items; UniSAR settings: "
+    core = f", {args.min_core}-core" if args.min_core else ""
+    print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items{core}; UniSAR settings: "
           f"{' '.join(unisar_set)} {args.unisar_fit}; {args.epochs} epochs, batch {args.batch_size}; seeds {seeds}")
     for seed, results in per_seed.items():
         print_table(f"seed {seed}", results)

@@ -1,9 +1,10 @@
-"""`unisar data`: build event v1 files from data sets, split them by time, and describe them.
+"""`unisar data`: build event v1 files from data sets, filter and split them, and describe them.
 
     unisar data kuaisar DIR --out kuaisar.jsonl --paper
     unisar data movielens --out ml100k.jsonl
     unisar data simulate --events 1000000 --users 5000 --seed 7 --out sim.jsonl
     unisar data convert log.csv --map user=uid,item=iid,ts=time --ts-unit s --out log.jsonl
+    unisar data core sim.jsonl --min-core 5 --out sim.core.jsonl
     unisar data split sim.jsonl --by days
     unisar data stats sim.jsonl
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _movielens(sub)
     _simulate(sub)
     _convert(sub)
+    _core(sub)
     _split(sub)
     _stats(sub)
 
@@ -323,6 +325,49 @@ def _run_convert(args: argparse.Namespace) -> int:
     # convert validated each event at its line already
     count = write_events(events, args.out, check=False)
     _written("events", count, args.out)
+    return 0
+
+
+# ---------------------------------------------------------------- core
+
+
+def _core(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "core",
+        help="k-core filter an events file (the UniSAR paper's preprocessing, for any event file)",
+        description="Keep users with at least K behaviours (rec clicks + searches) and items with at least K "
+        "clicks (rec clicks + search clicks), repeated until nothing changes; optionally only users with both "
+        "behaviours. A kept search loses only its dropped clicks. Writes the kept items' categories beside "
+        "the output when the input has a categories file.",
+        epilog=EPILOG,
+    )
+    p.add_argument("file", metavar="FILE", help="JSONL events file")
+    p.add_argument("--min-core", type=int, default=5, metavar="K", help="the k of k-core (the paper: 5; default 5)")
+    p.add_argument("--both-behaviours", action="store_true", help="also drop users without a rec click and a search")
+    _out(p)
+    p.set_defaults(func=_guarded(_run_core))
+
+
+def _run_core(args: argparse.Namespace) -> int:
+    from stream.sources import categories_path
+    from stream.sources.core import k_core
+    from stream.sources.jsonl import read_categories, read_events, write_categories, write_events
+
+    if args.min_core < 2 and not args.both_behaviours:
+        print(f"unisar data core: error: nothing to filter: expected --min-core >= 2 or --both-behaviours, "
+              f"got --min-core {args.min_core}", file=sys.stderr)
+        return 2
+    result = k_core((obj for _line, obj, _event in read_events(args.file)), args.min_core, args.both_behaviours)
+    count = write_events(result.events, args.out, total=len(result.events))
+    _written(f"events ({result.dropped_events:,} dropped, {result.dropped_clicks:,} search clicks removed; "
+             f"{result.users:,} users and {result.items:,} items kept after {result.rounds} rounds)", count, args.out)
+    source = categories_path(args.file)
+    if source.is_file():
+        kept = {str(e["item"]) for e in result.events if e["type"] == "rec"}
+        kept.update(str(c) for e in result.events if e["type"] == "search" for c in e.get("clicks") or ())
+        target = categories_path(args.out)
+        pairs = ((item, cat) for item, cat in read_categories(source).items() if item in kept)
+        _written("item categories", write_categories(target, pairs), target)
     return 0
 
 

@@ -141,7 +141,7 @@ def test_time_cuts():
         split.TimeCuts(5, 4)
 
 
-@pytest.mark.parametrize("command", ["kuaisar", "movielens", "simulate", "convert", "split", "stats"])
+@pytest.mark.parametrize("command", ["kuaisar", "movielens", "simulate", "convert", "core", "split", "stats"])
 def test_every_data_command_has_help(run_cli, capsys, command):
     with pytest.raises(SystemExit) as info:
         run_cli("data", command, "--help")
