@@ -1,4 +1,5 @@
-"""`unisar`: the command-line entry point. Each sub-command lives in ops/commands/<name>.py."""
+"""`unisar`: the command-line entry point. Each sub-command lives in ops/commands/<name>.py
+(`data`, which has sub-commands of its own, in the package ops/commands/data/)."""
 from __future__ import annotations
 
 import argparse
