@@ -26,9 +26,13 @@ class CoreResult:
     events: list[dict]
     rounds: int  # passes that dropped something (0: the input was a k-core already)
     users: int  # kept
-    items: int  # kept
+    kept_items: frozenset[str]
     dropped_events: int
     dropped_clicks: int  # search clicks removed from kept searches
+
+    @property
+    def items(self) -> int:
+        return len(self.kept_items)
 
 
 def k_core(events: Iterable[dict], min_core: int, both_behaviours: bool = False) -> CoreResult:
@@ -79,4 +83,4 @@ def k_core(events: Iterable[dict], min_core: int, both_behaviours: bool = False)
         kept = [c for c in before if str(c) in items]
         dropped_clicks += len(before) - len(kept)
         out.append(e if len(kept) == len(before) else {**e, "clicks": kept})
-    return CoreResult(out, rounds, len(users), len(items), len(events) - len(out), dropped_clicks)
+    return CoreResult(out, rounds, len(users), frozenset(items), len(events) - len(out), dropped_clicks)

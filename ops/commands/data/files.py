@@ -46,13 +46,11 @@ def _run_core(args: argparse.Namespace) -> int:
     result = k_core((obj for _line, obj, _event in read_events(args.file)), args.min_core, args.both_behaviours)
     count = write_events(result.events, args.out, total=len(result.events))
     written(f"events ({result.dropped_events:,} dropped, {result.dropped_clicks:,} search clicks removed; "
-             f"{result.users:,} users and {result.items:,} items kept after {result.rounds} rounds)", count, args.out)
+            f"{result.users:,} users and {result.items:,} items kept after {result.rounds} rounds)", count, args.out)
     source = categories_path(args.file)
     if source.is_file():
-        kept = {str(e["item"]) for e in result.events if e["type"] == "rec"}
-        kept.update(str(c) for e in result.events if e["type"] == "search" for c in e.get("clicks") or ())
         target = categories_path(args.out)
-        pairs = ((item, cat) for item, cat in read_categories(source).items() if item in kept)
+        pairs = ((item, cat) for item, cat in read_categories(source).items() if item in result.kept_items)
         written("item categories", write_categories(target, pairs), target)
     return 0
 
