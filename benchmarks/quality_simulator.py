@@ -5,7 +5,10 @@ never touched; ties count against the model).
 
 Every seed is a fresh simulated world (items, users, events) and a fresh training seed, so
 `--seeds 3` replicates the comparison three times and reports each model's mean and
-standard deviation over seeds, and on how many seeds UniSAR wins each metric.
+standard deviation over seeds, and on how many seeds UniSAR wins each metric (with the
+paired t over seeds). `--train-seeds N` trains each UniSAR variant N times per world and
+scores the mean, and prints how far one training run's luck moves each figure: with one
+training per world, a world's search comparison is largely that luck.
 
 Beside them, a reference that is handed the item categories (category_reference.py) shows
 the headroom: how far above popularity a model could get on this data.
@@ -42,6 +45,7 @@ from ops.cli import main as unisar
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 TASKS = ("rec", "search")
 RIVALS = ("popularity", "unisar without mask")
+DETERMINISTIC = {"popularity"}  # trained once per world whatever --train-seeds says
 REFERENCE = "category reference"  # headroom, not a rival: see category_reference.py
 DEFAULT_SET = ["init_std=0.1", "alpha=0.1"]  # chosen on seed 10: see the module's notes
 DEFAULT_FIT = "--negatives 16"
@@ -60,9 +64,9 @@ def stem(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def fit_and_eval(name: str, extra: list[str], events: Path, root: Path, args, seed: int,
+def fit_and_eval(run: str, extra: list[str], events: Path, root: Path, args, seed: int,
                  threads: int) -> subprocess.Popen:
-    ckpt, report, log = (root / f"{stem(name)}{suffix}" for suffix in (".pt", ".json", ".log"))
+    ckpt, report, log = (root / f"{run}{suffix}" for suffix in (".pt", ".json", ".log"))
     cli = [sys.executable, "-m", "ops.cli"]
     fit = [*cli, "fit", "--events", str(events), "--out", str(ckpt), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--seed", str(seed), *extra]
@@ -73,8 +77,16 @@ def fit_and_eval(name: str, extra: list[str], events: Path, root: Path, args, se
         return subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> dict:
-    """Simulate one world and train and score every model on it: {model: {task: metrics}}."""
+def training_seeds(name: str, seed: int, n: int) -> list[int]:
+    """The world's own seed first (so --train-seeds 1 is the single-seed run), then seed + 1000 t.
+    Popularity has no randomness in training: once is enough."""
+    return [seed] if name in DETERMINISTIC else [seed + 1000 * t for t in range(n)]
+
+
+def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> tuple[dict, dict]:
+    """Simulate one world and train and score every model on it. Returns the metrics per model
+    (mean over training seeds) and their standard deviation over training seeds (when several):
+    {model: {task: {metric: value}}} each."""
     root = Path(tempfile.mkdtemp(prefix=f"unisar-quality-s{seed}-"))
     events = root / "sim.jsonl"
     assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
@@ -85,24 +97,39 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> dict
         assert unisar(["data", "stats", str(core)]) == 0
         events = core
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"seed {seed}: training {len(zoo)} models, {args.jobs} at a time ({threads} thread(s) each); "
+    runs = {f"{stem(name)}-t{t}": (name, t) for name in zoo for t in training_seeds(name, seed, args.train_seeds)}
+    print(f"seed {seed}: {len(runs)} trainings, {args.jobs} at a time ({threads} thread(s) each); "
           f"logs in {root}", flush=True)
-    pending, running = list(zoo.items()), {}
+    pending, running = list(runs), {}
     while pending or running:
         while pending and len(running) < args.jobs:
-            name, extra = pending.pop(0)
-            running[name] = fit_and_eval(name, extra, events, root, args, seed, threads)
+            run = pending.pop(0)
+            name, t = runs[run]
+            running[run] = fit_and_eval(run, zoo[name], events, root, args, t, threads)
         time.sleep(2)
-        for name, proc in list(running.items()):
+        for run, proc in list(running.items()):
             if proc.poll() is not None:
-                del running[name]
+                del running[run]
                 if proc.returncode:
-                    log = (root / f"{stem(name)}.log").read_text()[-2000:]
-                    raise SystemExit(f"seed {seed}, {name}: fit or eval failed ({proc.returncode}):\n{log}")
-                print(f"seed {seed}, {name}: fit + eval done at {time.time() - started:.0f} s", flush=True)
-    results = {name: json.loads((root / f"{stem(name)}.json").read_text())["tasks"] for name in zoo}
-    results[REFERENCE] = evaluate_reference(events, events.with_suffix(".categories.csv"), seed=seed)
-    return results
+                    log = (root / f"{run}.log").read_text()[-2000:]
+                    raise SystemExit(f"seed {seed}, {run}: fit or eval failed ({proc.returncode}):\n{log}")
+                print(f"seed {seed}, {run}: fit + eval done at {time.time() - started:.0f} s", flush=True)
+    scores = {run: json.loads((root / f"{run}.json").read_text())["tasks"] for run in runs}
+    means, spreads = {}, {}
+    for name in zoo:
+        mine = [scores[run] for run, (model, _t) in runs.items() if model == name]
+        means[name] = {task: {c: statistics.fmean(r[task][c] for r in mine) for c in COLUMNS} for task in TASKS}
+        if len(mine) > 1:
+            spreads[name] = {task: {c: statistics.stdev(r[task][c] for r in mine) for c in COLUMNS} for task in TASKS}
+    means[REFERENCE] = evaluate_reference(events, events.with_suffix(".categories.csv"), seed=seed)
+    return means, spreads
+
+
+def paired_t(gaps: list[float]) -> str:
+    """', t X' for the paired t statistic of per-seed gaps (n - 1 degrees of freedom), or ''."""
+    if len(gaps) < 2 or statistics.stdev(gaps) == 0:
+        return ""
+    return f", t {statistics.fmean(gaps) / (statistics.stdev(gaps) / len(gaps) ** 0.5):.1f}"
 
 
 def print_table(title: str, results: dict) -> None:
@@ -130,9 +157,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds to replicate over: seed, seed+1, ... (default 1)")
+    parser.add_argument("--train-seeds", type=int, default=1, metavar="N",
+                        help="train each UniSAR variant N times per world (training seeds seed, seed+1000, ...) and "
+                        "score the mean, so a world's comparison is not one training run's luck (default 1)")
     args = parser.parse_args()
-    if args.seeds < 1 or args.jobs < 1:
-        parser.error(f"--seeds and --jobs: expected at least 1, got {args.seeds} and {args.jobs}")
+    if min(args.seeds, args.jobs, args.train_seeds) < 1:
+        parser.error(f"--seeds, --jobs and --train-seeds: expected at least 1, got {args.seeds}, {args.jobs} "
+                     f"and {args.train_seeds}")
     if args.min_core == 1 or args.min_core < 0:
         parser.error(f"--min-core: expected 0 (off) or at least 2, got {args.min_core}")
     unisar_set = args.unisar_set or DEFAULT_SET
@@ -140,12 +171,20 @@ def main() -> None:
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     started = time.time()
-    per_seed = {seed: run_seed(seed, zoo, args, started) for seed in seeds}
+    runs = {seed: run_seed(seed, zoo, args, started) for seed in seeds}
+    per_seed = {seed: means for seed, (means, _spread) in runs.items()}
     core = f", {args.min_core}-core" if args.min_core else ""
     print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items{core}; UniSAR settings: "
-          f"{' '.join(unisar_set)} {args.unisar_fit}; {args.epochs} epochs, batch {args.batch_size}; seeds {seeds}")
+          f"{' '.join(unisar_set)} {args.unisar_fit}; {args.epochs} epochs, batch {args.batch_size}; seeds {seeds}"
+          + (f"; {args.train_seeds} trainings per UniSAR variant and world" if args.train_seeds > 1 else ""))
+    trainings = f" (UniSAR rows: mean of {args.train_seeds} trainings)" if args.train_seeds > 1 else ""
     for seed, results in per_seed.items():
-        print_table(f"seed {seed}", results)
+        print_table(f"seed {seed}{trainings}", results)
+    if args.train_seeds > 1:  # how much one training run's luck moves a figure, on average over worlds
+        noisy = [name for name in zoo if name not in DETERMINISTIC]
+        print_table(f"standard deviation over {args.train_seeds} trainings, mean over worlds",
+                    {name: {task: {c: statistics.fmean(runs[s][1][name][task][c] for s in seeds) for c in COLUMNS}
+                            for task in TASKS} for name in noisy})
 
     def over_seeds(reduce) -> dict:
         return {name: {task: {c: reduce([per_seed[s][name][task][c] for s in seeds]) for c in COLUMNS}
@@ -161,8 +200,10 @@ def main() -> None:
             wins = {c: sum(per_seed[s]["unisar"][task][c] > per_seed[s][rival][task][c] for s in seeds)
                     for c in COLUMNS}
             gap = {c: means["unisar"][task][c] - means[rival][task][c] for c in COLUMNS}
-            print(f"{task}: unisar vs {rival}: seeds won per metric "
-                  + ", ".join(f"{c} {wins[c]}/{len(seeds)} ({gap[c]:+.4f})" for c in COLUMNS))
+            t = {c: paired_t([per_seed[s]["unisar"][task][c] - per_seed[s][rival][task][c] for s in seeds])
+                 for c in COLUMNS}
+            print(f"{task}: unisar vs {rival}: seeds won per metric (mean gap, paired t over seeds) "
+                  + ", ".join(f"{c} {wins[c]}/{len(seeds)} ({gap[c]:+.4f}{t[c]})" for c in COLUMNS))
     rows = [{"metric": f"{c.lower().replace('@', '')}_{task}_{stem(name)}", "value": round(means[name][task][c], 4),
              "unit": f"{c} (sampled, 99 negatives), mean of {len(seeds)} seed(s)", "target": None}
             for name in [*zoo, REFERENCE] for task in TASKS for c in ("HR@10", "NDCG@10")]
