@@ -7,8 +7,7 @@ Every seed is a fresh simulated world (items, users, events) and a fresh trainin
 `--seeds 3` replicates the comparison three times and reports each model's mean and
 standard deviation over seeds, and on how many seeds UniSAR wins each metric (with the
 paired t over seeds). `--train-seeds N` trains each UniSAR variant N times per world and
-scores the mean, and prints how far one training run's luck moves each figure: with one
-training per world, a world's search comparison is largely that luck.
+scores the mean, and prints how far one training run's luck moves each figure.
 
 Beside them, a reference that is handed the item categories (category_reference.py) shows
 the headroom: how far above popularity a model could get on this data.
