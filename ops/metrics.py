@@ -22,7 +22,8 @@ class WorkerMetrics(_Served):
         self.registry = registry
         self.events = Counter(
             "unisar_events_total", "Events read from the events topic, by type and outcome "
-            "(applied, duplicate: a redelivery already applied, dead_letter)",
+            "(applied, duplicate: a redelivery already applied, dead_letter, forwarded: sent on to "
+            "its home partition, where it is counted again)",
             ["type", "outcome"], registry=registry)
         self.dead_letters = Counter(
             "unisar_dead_letters_total", "Events sent to the dead-letter topic, by failing stage",
@@ -55,7 +56,7 @@ HR_KS = (1, 5, 10)
 NDCG_KS = (5, 10)
 MODES = ("prequential", "offline")
 ID_TABLES = ("users", "items", "words")
-SKIP_REASONS = ("duplicate", "stale", "undecodable")
+SKIP_REASONS = ("duplicate", "stale", "undecodable", "unlearnable")
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20, 30, 60, 120, 300)
 
 

@@ -59,7 +59,35 @@ def ingest_ms_of(buf: bytes) -> int | None:
 
 
 def decode(buf: bytes) -> Sample:
-    """Decode one sample. Raises ValueError on bytes that are not a v1 sample."""
+    """Decode one sample. Raises ValueError on any bytes that are not a v1 sample a model can
+    learn from (a trainer skips those with the reason)."""
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise ValueError(f"sample: expected bytes, got {type(buf).__name__}")
+    try:
+        sample = _decode(buf)
+    except struct.error as exc:  # a count that runs past the end
+        raise ValueError(f"sample: truncated ({exc})") from None
+    _check(sample)
+    return sample
+
+
+def _check(sample: Sample) -> None:
+    """What the worker always writes: one rec item, at least one search click, a label of
+    0 or 1 (1 for a search), ids that are stable ids (positive)."""
+    if sample.task == "rec" and len(sample.items) != 1:
+        raise ValueError(f"sample: expected one rec item, got {len(sample.items)}")
+    if sample.task == "search" and (not sample.items or sample.label != 1):
+        raise ValueError("sample: expected a search with clicks and label 1")
+    if sample.label not in (0, 1):
+        raise ValueError(f"sample: expected label 0 or 1, got {sample.label}")
+    h = sample.history
+    ids = [sample.user, *sample.items, *sample.query, *(b.item for b in h.rec),
+           *(i for b in h.search for i in (*b.query, *b.clicks))]
+    if min(ids) < 1:
+        raise ValueError("sample: expected positive ids")
+
+
+def _decode(buf: bytes) -> Sample:
     if len(buf) < _HEAD.size:
         raise ValueError(f"sample: expected at least {_HEAD.size} bytes, got {len(buf)}")
     version, task, label, user, ts, ingest_ms, n_id = _HEAD.unpack_from(buf)
@@ -87,11 +115,12 @@ def wants_sample(event: Event) -> bool:
 
 
 def step(
-    history: bytes, event: Event, offset: int, limits: hist.Limits, ingest_ms: int
+    history: bytes, event: Event, offset: int, limits: hist.Limits, ingest_ms: int,
+    source: tuple[int, int] | None = None,
 ) -> tuple[bytes | None, bytes | None]:
-    """The pure per-event step of the stream: (history after or None if a redelivery,
-    encoded sample or None)."""
-    after = hist.apply(history, event, offset, limits)
+    """The pure per-event step of the stream: (history after or None if already applied,
+    encoded sample or None). `source`: see stream.history.apply."""
+    after = hist.apply(history, event, offset, limits, source)
     if after is None:
         return None, None
     return after, (encode(event, history, ingest_ms) if wants_sample(event) else None)

@@ -25,6 +25,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+from model.batch import collate
 from model.evaluation import evaluable, evaluate_samples
 from model.learner import Learner
 from model.prequential import SlidingWindow
@@ -37,6 +38,15 @@ from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
 TERMS = {"bce": "click", "rel": "rel", "align": "align"}
+UNLEARNABLE = "unlearnable"
+
+
+def _collates(sample) -> bool:
+    try:
+        collate([sample])
+        return True
+    except Exception:  # noqa: BLE001 - the question is only whether it can
+        return False
 
 
 def new_learner(settings: Settings) -> Learner:
@@ -123,7 +133,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 for record in records:
                     # shed before decoding: a trainer that fell behind must skip samples
                     # faster than the stream makes them, or it never catches up
-                    if self.admission.is_stale(sample_codec.ingest_ms_of(record.value), now):
+                    if record.value is not None and self.admission.is_stale(
+                            sample_codec.ingest_ms_of(record.value), now):
                         sample = STALE
                     else:
                         try:
@@ -166,7 +177,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 continue
             started = time.monotonic()
             samples = self._admit(batch)
-            terms = await asyncio.to_thread(self._test_then_train, samples) if samples else None
+            terms = await self._step(samples) if samples else None
             for partition, offset, _ in batch:  # skipped samples are consumed too
                 self.offsets[partition] = max(self.offsets.get(partition, 0), offset + 1)
             if terms is None:
@@ -190,6 +201,21 @@ class ContinualTrainer(ConsumerRebalanceListener):
             else:
                 self.metrics.skipped.labels(verdict).inc()
         return kept
+
+    async def _step(self, samples: list) -> dict[str, float]:
+        """One test-then-train step. If it fails, the samples that cannot be collated alone
+        are skipped (counted as unlearnable) and the step runs on the rest; a failure that no
+        sample explains is not the data's fault, and stops the trainer."""
+        try:
+            return await asyncio.to_thread(self._test_then_train, samples)
+        except Exception:
+            learnable = [s for s in samples if _collates(s)]
+            if len(learnable) == len(samples):
+                raise
+            log.exception("step failed; skipping %d sample(s) that cannot be learnt from",
+                          len(samples) - len(learnable))
+            self.metrics.skipped.labels(UNLEARNABLE).inc(len(samples) - len(learnable))
+            return await asyncio.to_thread(self._test_then_train, learnable)
 
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The

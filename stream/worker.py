@@ -7,9 +7,16 @@ state that follows its partition) are kept explicitly here:
 
 - decode, validate and step are pure (stream.events, stream.samples.step); this loop only
   fetches, loads, calls the step, emits, stores and counts;
-- a bad event becomes a dead-letter record (original bytes, reason in headers);
-- each history carries the offset of the last event applied to it, so a redelivered
-  event is skipped: state is exactly-once under at-least-once delivery;
+- a bad record becomes a dead-letter record (original bytes, reason in headers): whatever
+  fails while one record is decoded, validated or stepped is that record's fault and is
+  dead-lettered with the stage and the exception; a failure that is not the record's
+  (broker, disk) stops the worker before anything past it is committed;
+- each history lives on its user's home partition (the one the key hashes to, murmur2 as
+  the Java, kafka-python and aiokafka producers do) and carries the offset of the last record
+  applied to it, so a redelivered event is skipped: state is exactly-once under
+  at-least-once delivery. An event that arrives on another partition (a producer with
+  another partitioner, a grown topic) is forwarded home, naming its source partition and
+  offset, which the history remembers too (stream.history);
 - every change also goes to a compacted changelog topic, co-partitioned with the events,
   which a worker replays on partition assignment, so a partition that moves to another
   worker brings its histories along.
@@ -23,20 +30,42 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from kafka.partitioner.default import murmur2
 
 from ops.metrics import WorkerMetrics
 from ops.settings import Settings
 from state.store import HistoryStore
 from stream import history as hist
 from stream import samples
-from stream.events import Event, Rejection, parse_event
+from stream.events import Event, Rejection, failed, parse_event
 from stream.kafka import aio_kwargs, read_to_end
 
 log = logging.getLogger(__name__)
+FORWARDED = "unisar-forwarded-from"  # header of a forwarded event: b"PARTITION:OFFSET"
 
 
 def changelog_key(user: int) -> bytes:
     return user.to_bytes(8, "big")
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition a key belongs to: Kafka's default partitioner (murmur2)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def forwarded_from(headers, partitions: int, home: int) -> tuple[int, int] | Rejection | None:
+    """The (partition, offset) a forwarded event came from, None for an event produced here."""
+    raw = next((v for k, v in headers or () if k == FORWARDED), None)
+    if raw is None:
+        return None
+    try:
+        partition, offset = (int(x) for x in bytes(raw).split(b":"))
+    except ValueError:
+        partition, offset = -1, -1
+    if not (0 <= partition < partitions and partition != home and offset >= 0):
+        return Rejection("route", f"a {FORWARDED} header 'PARTITION:OFFSET' from another partition",
+                         repr(bytes(raw[:40])))
+    return partition, offset
 
 
 @dataclass
@@ -62,17 +91,18 @@ class BatchSender:
         self._open: dict[tuple[str, int], object] = {}
         self._inflight: list[tuple[tuple[str, int], int, asyncio.Future]] = []
 
-    async def append(self, topic: str, partition: int, key: bytes | None, value: bytes,
-                     headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                     headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
         where = (topic, partition)
+        record = dict(key=key, value=value, timestamp=timestamp_ms, headers=headers or [])
         batch = self._open.get(where)
         if batch is None:
             batch = self._open[where] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+        if batch.append(**record) is None:
             await self._send(where)
             batch = self._open[where] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                raise ValueError(f"record of {len(value)} bytes does not fit one batch for {topic}")
+            if batch.append(**record) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit one batch for {topic}")
 
     async def _send(self, where: tuple[str, int]) -> None:
         batch = self._open.pop(where)
@@ -107,6 +137,7 @@ class StreamWorker(ConsumerRebalanceListener):
         self._producer: AIOKafkaProducer | None = None
         self._sender: BatchSender | None = None
         self._samples_partitions = 1
+        self._events_partitions = 1
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -124,6 +155,7 @@ class StreamWorker(ConsumerRebalanceListener):
         try:
             self._sender = BatchSender(self._producer)
             self._samples_partitions = len(await self._producer.partitions_for(s.samples_topic))
+            self._events_partitions = len(await self._producer.partitions_for(s.events_topic))
             self._consumer.subscribe([s.events_topic], listener=self)
             await self._consumer.start()
             try:
@@ -154,17 +186,26 @@ class StreamWorker(ConsumerRebalanceListener):
     # ---- the hot path ----------------------------------------------------------------------
 
     async def process(self, tp: TopicPartition, messages: list) -> None:
-        """Step every message of one partition's fetch; emit samples and dead letters.
-        Call with the state lock held."""
+        """Step every message of one partition's fetch; emit samples, dead letters and
+        forwarded events. Call with the state lock held."""
         s, pending, events_total = self.settings, self.pending, self.metrics.events
-        parsed: list[tuple[Event, int, int]] = []
+        parsed: list[tuple[Event, object, tuple[int, int] | None]] = []  # (event, message, source)
+        forwarded = {"rec": 0, "search": 0}
         for msg in messages:
-            event = parse_event(msg.value, msg.key)
+            pending.event_times.append(msg.timestamp / 1000)
+            try:
+                event, source, home = self._route(msg)
+            except Exception as exc:  # noqa: BLE001 - one record's fault, never the worker's end
+                event, source, home = failed("decode", exc), None, tp.partition
             if isinstance(event, Rejection):
                 await self._dead_letter(tp, msg, event)
+            elif home != tp.partition:
+                forwarded[event.kind] += 1
+                origin = f"{tp.partition}:{msg.offset}" if source is None else "%d:%d" % source
+                headers = [h for h in msg.headers or () if h[0] != FORWARDED] + [(FORWARDED, origin.encode())]
+                await self._sender.append(s.events_topic, home, msg.key, msg.value, headers, msg.timestamp)
             else:
-                parsed.append((event, msg.offset, msg.timestamp))
-            pending.event_times.append(msg.timestamp / 1000)
+                parsed.append((event, msg, source))
 
         cold = list({e.user for e, _, _ in parsed if e.user not in pending.histories})
         for user, value in zip(cold, self.store.get_many(cold)):
@@ -177,8 +218,13 @@ class StreamWorker(ConsumerRebalanceListener):
         applied = {"rec": 0, "search": 0}
         duplicates = {"rec": 0, "search": 0}
         emitted = {"rec": 0, "search": 0}
-        for event, offset, kafka_ms in parsed:
-            after, sample = samples.step(pending.histories[event.user], event, offset, self.limits, kafka_ms)
+        for event, msg, source in parsed:
+            try:
+                after, sample = samples.step(pending.histories[event.user], event, msg.offset, self.limits,
+                                             msg.timestamp, source)
+            except Exception as exc:  # noqa: BLE001 - e.g. a stored history that cannot be read
+                await self._dead_letter(tp, msg, failed("step", exc))
+                continue
             if after is None:
                 duplicates[event.kind] += 1
                 continue
@@ -192,11 +238,27 @@ class StreamWorker(ConsumerRebalanceListener):
             events_total.labels(kind, "applied").inc(applied[kind])
             events_total.labels(kind, "duplicate").inc(duplicates[kind])
             self.metrics.samples.labels(kind).inc(emitted[kind])
+            events_total.labels(kind, "forwarded").inc(forwarded[kind])
+
+    def _route(self, msg) -> tuple[Event | Rejection, tuple[int, int] | None, int]:
+        """A message's event (or why it is refused), where it was forwarded from, and its
+        home partition."""
+        event = parse_event(msg.value, msg.key)
+        if isinstance(event, Rejection):
+            return event, None, -1
+        home = home_partition(msg.key, self._events_partitions)
+        source = forwarded_from(msg.headers, self._events_partitions, home)
+        if isinstance(source, Rejection):
+            return source, None, home
+        return event, source, home
 
     async def _dead_letter(self, tp: TopicPartition, msg, why: Rejection) -> None:
+        def text(value: str) -> bytes:
+            return value.encode("utf-8", "backslashreplace")
+
         headers = [
-            ("reason", why.reason.encode()), ("stage", why.stage.encode()),
-            ("expected", why.expected.encode()), ("got", why.got.encode()),
+            ("reason", text(why.reason)), ("stage", text(why.stage)),
+            ("expected", text(why.expected)), ("got", text(why.got)),
             ("source", f"{tp.topic}/{tp.partition}/{msg.offset}".encode()),
         ]
         await self._sender.append(self.settings.dlq_topic, 0, msg.key, msg.value, headers)

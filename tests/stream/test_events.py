@@ -2,7 +2,7 @@ import orjson
 import pytest
 from eventgen import malformed_values, valid_events
 
-from stream.events import Event, Rejection, parse_event
+from stream.events import Event, Rejection, parse_event, validate
 from stream.ids import item_id, user_id, word_id
 
 
@@ -47,3 +47,61 @@ def test_bool_is_not_an_integer():
     value = orjson.dumps({"v": 1, "event_id": "e", "user": "u", "ts": 1700000000000, "type": "rec",
                           "item": "i", "click": True})
     assert isinstance(parse_event(value), Rejection)
+
+
+VALID_REC = {"v": 1, "event_id": "e", "user": "u", "ts": 1700000000000, "type": "rec", "item": "i", "click": 1}
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"click": 1.0}, "click"),  # 1.0 in (0, 1) is True in Python
+    ({"click": True}, "click"),
+    ({"v": True}, "v"),  # True == 1
+    ({"v": 1.0}, "v"),
+    ({"type": ["rec"]}, "type"),  # unhashable: a dict lookup would raise
+    ({"type": {"rec": 1}}, "type"),
+    ({"user": ["u"]}, "user"),
+    ({"item": {"id": 1}}, "item"),
+    ({"ts": 1700000000000.0}, "ts"),
+    ({"item": 2**70}, "item"),
+    ({"item": "\ud800"}, "item"),  # cannot be encoded as UTF-8
+    ({"item": nested(1000)}, "nested"),  # under orjson's depth limit; a repr would recurse
+])
+def test_python_equalities_and_containers_do_not_fool_validation(changes, field):
+    obj = {**VALID_REC, **changes}
+    result = validate(obj)
+    assert isinstance(result, Rejection), field
+    assert len(result.reason) < 400
+    if field != "nested":
+        assert field in result.reason
+
+
+def test_deep_nesting_under_the_parsers_limit_is_rejected_from_bytes():
+    raw = b'{"v":1,"event_id":"e","user":"u","ts":1700000000000,"type":"rec","item":' + b"[" * 1000 \
+          + b"]" * 1000 + b',"click":1}'
+    result = parse_event(raw, b"u")
+    assert isinstance(result, Rejection) and "nested" in result.reason
+
+
+@pytest.mark.parametrize("raw,why", [(None, "tombstone"), (b"", "empty")])
+def test_tombstones_and_empty_values_are_rejected(raw, why):
+    result = parse_event(raw, b"u")
+    assert isinstance(result, Rejection) and result.stage == "decode" and why in result.got
+
+
+def test_a_message_without_a_key_is_rejected_but_a_file_line_needs_none():
+    value = orjson.dumps(VALID_REC)
+    result = parse_event(value, None)
+    assert isinstance(result, Rejection) and result.stage == "route" and result.got == "no key"
+    assert isinstance(parse_event(value), Event)  # a line of an event file has no key to check
+
+
+def test_a_huge_integer_from_a_lenient_reader_is_described_not_printed():
+    result = validate({**VALID_REC, "ts": 10**5000})
+    assert isinstance(result, Rejection) and "bits" in result.got

@@ -80,3 +80,40 @@ def test_full_history_is_bounded_in_bytes():
 def test_mixed_sequence_is_in_time_order_with_rec_first_on_ties():
     h = hist.History(3, (hist.RecBehaviour(5, 1), hist.RecBehaviour(9, 2)), (hist.SearchBehaviour(5, (1,), ()),))
     assert [type(b).__name__ for b in h.mixed()] == ["RecBehaviour", "SearchBehaviour", "RecBehaviour"]
+
+
+def test_a_v1_history_is_read_and_upgraded_on_its_next_change():
+    v1 = bytes((1, 1, 0)) + (7).to_bytes(8, "little", signed=True) + (1_700_000_000_000).to_bytes(6, "little") \
+        + (5).to_bytes(8, "little")
+    assert hist.decode(v1) == hist.History(7, (hist.RecBehaviour(1_700_000_000_000, 5),), ())
+    assert hist.last_offset(v1) == 7
+    assert hist.apply(v1, Event("e", 1, 1_700_000_000_001, "rec", (6,), 1, ()), 7) is None  # a redelivery
+    after = hist.apply(v1, Event("e", 1, 1_700_000_000_001, "rec", (6,), 1, ()), 8)
+    assert after[0] == hist.VERSION
+    assert hist.decode(after).rec == (hist.RecBehaviour(1_700_000_000_000, 5), hist.RecBehaviour(1_700_000_000_001, 6))
+
+
+@given(st.lists(events, min_size=1, max_size=40), st.data())
+def test_forwarded_events_apply_once_whatever_copies_arrive(stream, data):
+    """Events of one user arrive home (offsets of the home partition) and forwarded from
+    partition 3 (their offsets there); a forwarder that crashed sends some copies again.
+    The history equals the one built from each event once, in any arrival order of copies."""
+    origin = [data.draw(st.sampled_from(["home", "other"])) for _ in stream]
+    arrivals, other_offset = [], 100
+    for event, where in zip(stream, origin):
+        if where == "home":
+            arrivals.append((event, None))
+        else:
+            other_offset += data.draw(st.integers(1, 3))
+            copies = data.draw(st.integers(1, 3))  # a re-forward after a crash repeats the copy
+            arrivals.extend([(event, (3, other_offset))] * copies)
+    buf, expected, offset = hist.EMPTY, hist.EMPTY, 0
+    for event in stream:
+        expected = hist.apply(expected, event, offset := offset + 1)
+    last = NO = hist.NO_OFFSET
+    for offset, (event, source) in enumerate(arrivals):
+        after = hist.apply(buf, event, offset, source=source)
+        buf, last = (buf, last) if after is None else (after, offset)
+    got, want = hist.decode(buf), hist.decode(expected)
+    assert (got.rec, got.search) == (want.rec, want.search)
+    assert last == NO or hist.apply(buf, stream[-1], last) is None  # the home offset guards redeliveries
