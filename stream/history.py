@@ -35,6 +35,7 @@ _HEADER_V1 = struct.Struct("<BBBq")
 _MARK = struct.Struct("<Hq")
 _ITEM = struct.Struct("<q")
 HEADER_BYTES = _HEADER.size  # 13
+MIN_BYTES = _HEADER_V1.size  # the shortest history of any version
 MARK_BYTES = _MARK.size  # 10
 REC_BYTES = 14
 NO_OFFSET = -1

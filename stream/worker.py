@@ -343,7 +343,9 @@ async def restore_from_changelog(settings: Settings, store: HistoryStore, partit
 
     def apply(tp: TopicPartition, records: list) -> None:
         nonlocal changed
-        newest = {int.from_bytes(r.key, "big"): r.value for r in records}
+        # only the worker writes here, but a foreign record (no key, a tombstone) must not stop it
+        newest = {int.from_bytes(r.key, "big"): r.value for r in records
+                  if r.key and len(r.key) == 8 and r.value and len(r.value) >= hist.MIN_BYTES}
         users = list(newest)
         updates = {}
         for user, local in zip(users, store.get_many(users)):

@@ -58,6 +58,11 @@ def malformed_values(n: int, seed: int = 1) -> list[tuple[bytes, bytes | None, s
         lambda: (with_(type="search", item=_DROP, click=_DROP, query="", clicks=[]), "empty query"),
         lambda: (with_(item="x" * 20000), "oversized message"),
         lambda: (with_(v=2), "wrong version"),
+        lambda: (with_(v=True), "version true"),
+        lambda: (with_(v=1.0), "version 1.0"),
+        lambda: (with_(click=1.0), "click 1.0"),
+        lambda: (with_(type=["rec"]), "type as a list"),
+        lambda: (with_(item=[[["i1"]]]), "nested list as an id"),
     ]
     out = []
     for i in range(n):

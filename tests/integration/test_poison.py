@@ -13,6 +13,8 @@ from kafka import KafkaProducer
 from kafkatools import read_all, wait_until_caught_up
 from test_pipeline import offline, stored_histories, without_offsets
 
+from ops.processes import Child
+from ops.settings import Settings
 from stream import samples
 from stream.ids import user_id
 from stream.kafka import ensure_topics_sync
@@ -63,9 +65,6 @@ def producer(settings) -> KafkaProducer:
 @pytest.fixture(scope="module")
 def poisoned_run(broker, tmp_path_factory):
     """One worker over every case's stream; what each case's assertions read."""
-    from conftest import WorkerProcess
-    from ops.settings import Settings
-
     tmp = tmp_path_factory.mktemp("poison")
     settings = Settings(brokers=broker.bootstrap, events_topic="ev-poison", samples_topic="sm-poison",
                         dlq_topic="dlq-poison", changelog_topic="cl-poison", group="g-poison",
@@ -84,7 +83,7 @@ def poisoned_run(broker, tmp_path_factory):
                 p.send(settings.events_topic, orjson.dumps(event), key=user.encode())
             valid[case] = before + after
         p.flush()
-    worker = WorkerProcess(settings, tmp / "worker.log")
+    worker = Child("worker", settings, tmp / "worker.log")
     try:
         wait_until_caught_up(settings, sum(len(v) + 1 for v in valid.values()), procs=[worker])
         alive = worker.alive()

@@ -65,7 +65,7 @@ def test_produce_sends_valid_lines_and_reports_bad_ones_by_line(settings, tmp_pa
     out = capsys.readouterr().out
     assert "sent 5 events" in out and "2 invalid lines" in out
     assert "line 3: decode: expected one JSON object per line" in out
-    assert "line 5: validate: expected click to be 0 or 1, got 7" in out
+    assert "line 5: validate: expected click to be the integer 0 or 1, got 7" in out
     assert main(["produce", "--file", str(path), "--no-progress", "--strict"]) == 1
     with pytest.raises(SystemExit) as exit_info:
         main(["produce", "--file", str(tmp_path / "nope.jsonl")])
