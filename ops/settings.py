@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     group: str = "unisar-worker"
     state_dir: str = "./state-data"
+    state_memory_mb: int = Field(64, ge=8, description="RocksDB memory budget in MiB: block cache, with index and "
+                                                       "filter blocks and memtables charged to it")
     metrics_addr: str = Field("127.0.0.1", description="address the /metrics servers bind (0.0.0.0: all)")
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the /metrics server")
 

@@ -33,14 +33,46 @@ class HistoryStore(Protocol):
     def close(self) -> None: ...
 
 
+DEFAULT_MEMORY_BUDGET = 64 << 20
+
+
 @dataclass(frozen=True)
 class StoreOptions:
-    """RocksDB tuning. Histories are small, write-heavy and read by point lookups."""
+    """RocksDB tuning. Histories are small, write-heavy and read by point lookups.
+
+    Memory follows one budget, not the number of users: the block cache is the budget, and
+    what RocksDB would otherwise hold outside it and grow with the data is charged to it:
+    index and filter blocks (partitioned, so only their small top levels stay pinned) and
+    the memtables (a WriteBufferManager reserves their arena in the cache). Outside the
+    budget stays only what is small and fixed: table readers of at most `max_open_files`
+    files, compaction buffers, allocator slack.
+    """
 
     compression: str = "zstd"
     block_size: int = 16 * 1024
-    block_cache_bytes: int = 64 << 20
-    write_buffer_bytes: int = 64 << 20
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+    max_open_files: int = 256
+    bloom_bits_per_key: int = 10  # every new user is a lookup that misses: filters save a disk read
+    # Writes stall (memory does not grow) while this many memtables wait for a flush.
+    max_write_buffer_number: int = 2
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_bytes < 4 << 20:
+            raise ValueError(f"memory_budget_bytes={self.memory_budget_bytes}: give RocksDB at least 4 MiB")
+
+    @property
+    def block_cache_bytes(self) -> int:
+        return self.memory_budget_bytes
+
+    @property
+    def memtable_bytes(self) -> int:
+        """All memtables together: half the budget, reserved inside the block cache."""
+        return self.memory_budget_bytes // 2
+
+    @property
+    def write_buffer_bytes(self) -> int:
+        """One memtable; `max_write_buffer_number` of them fill `memtable_bytes`."""
+        return self.memtable_bytes // self.max_write_buffer_number
 
     def to_options(self) -> rocksdict.Options:
         opts = rocksdict.Options(raw_mode=True)
@@ -48,11 +80,24 @@ class StoreOptions:
         compression = getattr(rocksdict.DBCompressionType, self.compression)()
         opts.set_compression_type(compression)
         opts.set_bottommost_compression_type(compression)
+        cache = rocksdict.Cache(self.block_cache_bytes)
         opts.set_write_buffer_size(self.write_buffer_bytes)
+        opts.set_max_write_buffer_number(self.max_write_buffer_number)
+        opts.set_write_buffer_manager(
+            rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(self.memtable_bytes, False, cache))
+        # Each open table file keeps a reader (and its pinned top-level index) outside the cache.
+        opts.set_max_open_files(self.max_open_files)
         table = rocksdict.BlockBasedOptions()
         table.set_block_size(self.block_size)
-        table.set_block_cache(rocksdict.Cache(self.block_cache_bytes))
-        table.set_bloom_filter(10, False)
+        table.set_block_cache(cache)
+        table.set_bloom_filter(self.bloom_bits_per_key, False)
+        # Index and filter blocks live in (and are evicted from) the cache instead of growing
+        # with every table file; partitioned, a lookup loads only the partition it needs.
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_pin_top_level_index_and_filter(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         opts.set_block_based_table_factory(table)
         return opts
 
@@ -89,6 +134,13 @@ class RocksHistoryStore:
 
     def approximate_users(self) -> int:
         return self._db.property_int_value("rocksdb.estimate-num-keys") or 0
+
+    def memory_usage(self) -> dict[str, int]:
+        """RocksDB's own accounting in bytes. `block_cache` includes the index, filter and
+        memtable reservations charged to it; `table_readers` is what stays outside."""
+        names = {"block_cache": "rocksdb.block-cache-usage", "memtables": "rocksdb.cur-size-all-mem-tables",
+                 "table_readers": "rocksdb.estimate-table-readers-mem"}
+        return {k: self._db.property_int_value(v) or 0 for k, v in names.items()}
 
     def flush(self) -> None:
         self._db.flush()

@@ -8,14 +8,16 @@ sample and history contracts.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from hashlib import blake2b
 
 PAD = 0
 _MASK = (1 << 63) - 1
 
 
-@lru_cache(maxsize=1 << 18)
+# Not cached: hashing costs 0.6 us, a functools.lru_cache hit saves 0.4 us and a miss adds
+# 0.3 us, while each entry holds about 280 bytes. Measured on simulator events, parsing was no
+# faster with 16k to 256k entries (33-78% hits), and 1<<18 entries held 70 MB of the
+# worker's heap: with users unbounded, the cache mostly churns through one-off user ids.
 def stable_id(namespace: str, raw: str | int) -> int:
     digest = blake2b(f"{namespace}\x1f{raw}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MASK or 1

@@ -13,6 +13,8 @@ def register(sub) -> None:
                                    "clicks, dead-letter bad events, serve Prometheus /metrics. Ctrl-C stops "
                                    "it cleanly (final commit).")
     p.add_argument("--state-dir", help="RocksDB directory (env UNISAR_STATE_DIR, default ./state-data)")
+    p.add_argument("--state-memory-mb", type=int, help="RocksDB memory budget in MiB: block cache, index and "
+                   "filter blocks and memtables together (env UNISAR_STATE_MEMORY_MB, default 64)")
     p.add_argument("--group", help="consumer group (default unisar-worker)")
     p.add_argument("--metrics-port", type=int, help="port for /metrics (default 9108; 0 = off)")
     p.add_argument("--commit-interval", type=float, dest="commit_interval_s",
@@ -23,18 +25,40 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def bound_heap_fragmentation(threshold: int = 256 << 10) -> None:
+    """Have glibc serve blocks of `threshold` bytes and more by mmap, which returns them whole.
+
+    By default glibc raises that threshold to the largest block freed so far (up to 32 MiB),
+    after which RocksDB memtable arena blocks (memtable / 8) and Kafka fetch buffers (MiBs)
+    come from the heap and leave holes it cannot give back: measured, the worker's RSS then
+    crept by about 30 MB per million new users with RocksDB's own usage flat. An explicit
+    MALLOC_MMAP_THRESHOLD_ in the environment wins; elsewhere than glibc this does nothing.
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
     from ops.commands._common import fail, run_until_signalled, settings_from
     from ops.metrics import WorkerMetrics
-    from state.store import RocksHistoryStore
+    from state.store import RocksHistoryStore, StoreOptions
     from stream.kafka import ensure_topics
     from stream.worker import StreamWorker
 
-    settings = settings_from(args, state_dir=args.state_dir, group=args.group, metrics_port=args.metrics_port,
+    settings = settings_from(args, state_dir=args.state_dir, state_memory_mb=args.state_memory_mb,
+                             group=args.group, metrics_port=args.metrics_port,
                              commit_interval_s=args.commit_interval_s, max_rec=args.max_rec,
                              max_search=args.max_search)
+    bound_heap_fragmentation()
     metrics = WorkerMetrics()
     if settings.metrics_port:
         try:
@@ -43,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             fail(f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror}")
         logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     try:
-        store = RocksHistoryStore(settings.state_dir)
+        options = StoreOptions(memory_budget_bytes=settings.state_memory_mb << 20)
+        store = RocksHistoryStore(settings.state_dir, options)
     except Exception as exc:  # rocksdict raises a plain Exception, e.g. for a locked directory
         fail(f"cannot open the RocksDB directory {settings.state_dir!r}: {exc}")
 
