@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/unisar demo $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)

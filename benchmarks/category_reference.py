@@ -23,9 +23,9 @@ import numpy as np
 from model.batch import sample_negatives
 from model.evaluation import evaluable, interacted
 from model.metrics import evaluate
-from ops.commands.fit import load_samples, split_holdout
-from stream.history import Limits
-from stream.ids import item_id
+from stream.contract.offline import load_samples, split_holdout
+from stream.contract.history import Limits
+from stream.contract.ids import item_id
 
 USER_PRIOR = 2.0  # pseudo-behaviours of the global category mix added to a user's history
 ITEM_PRIOR = 0.1  # pseudo-clicks per item within its category

@@ -14,9 +14,9 @@ import time
 import faust
 import orjson
 
-from stream import history as hist
-from stream import samples
-from stream.events import Rejection, parse_event
+from stream.contract import history as hist
+from stream.contract import samples
+from stream.contract.events import Rejection, parse_event
 
 brokers, events_topic, samples_topic, target, datadir = sys.argv[1:6]
 target = int(target)

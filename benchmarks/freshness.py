@@ -157,7 +157,7 @@ class Replay(threading.Thread):
         self.ran_out = False
 
     def run(self) -> None:
-        from stream.producer import EventProducer, Pacer
+        from stream.ingest.producer import EventProducer, Pacer
 
         try:
             with EventProducer(self.settings) as producer:
@@ -445,7 +445,7 @@ def main(argv=None) -> int:
     import orjson
 
     from ops.broker import EmbeddedBroker
-    from stream.sources.simulator import SimConfig, generate
+    from stream.data.simulator import SimConfig, generate
 
     wall = time.monotonic()
     n = int(args.rate * (args.duration + 2) + args.warmup_rate * 60)

@@ -30,11 +30,11 @@ from ops.broker import EmbeddedBroker
 from ops.metrics import WorkerMetrics, fresh_registry
 from ops.settings import Settings
 from state.store import RocksHistoryStore
-from stream import history as hist
-from stream.events import Event, validate
+from stream.contract import history as hist
+from stream.contract.events import Event, validate
 from stream.kafka import ensure_topics
-from stream.sources.simulator import SimConfig, generate
-from stream.worker import StreamWorker
+from stream.data.simulator import SimConfig, generate
+from stream.ingest.worker import StreamWorker
 
 HERE = Path(__file__).resolve().parent
 

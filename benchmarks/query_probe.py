@@ -16,7 +16,7 @@ import torch
 
 from model.evaluation import evaluable, evaluate_samples, interacted
 from model.learner import Learner
-from ops.commands.fit import load_samples, split_holdout
+from stream.contract.offline import load_samples, split_holdout
 
 
 def main() -> None:

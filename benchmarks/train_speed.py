@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from model.learner import Learner
-from model.runtime import keep_freed_memory
-from stream.history import History, RecBehaviour, SearchBehaviour
-from stream.samples import Sample
+from ops.runtime import keep_freed_memory
+from stream.contract.history import History, RecBehaviour, SearchBehaviour
+from stream.contract.samples import Sample
 
 KUAISAR = dict(n_users=22_700, n_items=673_416, n_words=394_912)
 REC_BATCH, SEARCH_BATCH, EVAL_BATCH = 1024, 88, 512

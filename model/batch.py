@@ -25,8 +25,8 @@ from itertools import chain
 import numpy as np
 import torch
 
-from stream.history import Limits
-from stream.samples import Sample
+from stream.contract.history import Limits
+from stream.contract.samples import Sample
 
 _LAST = np.iinfo(np.int64).max  # timestamp of padding: sorts after every behaviour
 

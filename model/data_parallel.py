@@ -1,9 +1,9 @@
 """Data-parallel steps of the learner: what its ranks exchange, and how they keep their id
 tables identical. No torch.distributed here: the collectives come in through `StepSync`
-(stream.distributed.GlooSync).
+(stream.train.distributed.GlooSync).
 
 With `Learner.learn_many(samples, sync=...)` and world size > 1, every rank holds the same
-learner and learns from its own samples; `sync` (a `StepSync`: stream.distributed.GlooSync
+learner and learns from its own samples; `sync` (a `StepSync`: stream.train.distributed.GlooSync
 over torch.distributed) carries the collectives. The id tables stay identical on every rank
 because no rank inserts on its own: the ranks all-gather their batches' raw ids and queries,
 and each rank applies the same union, in rank order, to its tables and query pool (same

@@ -33,8 +33,8 @@ from model.batch import Batch, collate, encode
 from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_lookup, unpack_step
 from model.idtable import KINDS, IdTable
 from model.registry import build, make_config
-from stream.history import Limits
-from stream.samples import Sample
+from stream.contract.history import Limits
+from stream.contract.samples import Sample
 
 FORMAT = 1
 

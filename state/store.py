@@ -1,7 +1,7 @@
 """Per-user history stores: RocksDB (rocksdict) for real, a dict for unit tests.
 
 Both keep explicit bytes (never pickles): a user key is b"u" + the user's 64-bit id
-(big-endian), its value a stream.history record; a meta key is b"m" + a name and holds
+(big-endian), its value a stream.contract.history record; a meta key is b"m" + a name and holds
 an int64 (the worker keeps per-partition input and changelog positions there). `apply`
 writes histories and meta in one atomic WriteBatch, so a crash leaves either all of a
 commit or none of it. One process owns a RocksDB directory at a time.

@@ -42,8 +42,8 @@ def _dataset(args, out: Path) -> Path:
     from ops.commands._common import fail
 
     if args.dataset == "simulator":
-        from stream.sources.jsonl import write_events
-        from stream.sources.simulator import SimConfig, generate
+        from stream.data.jsonl import write_events
+        from stream.data.simulator import SimConfig, generate
 
         path = out / "events.jsonl"
         write_events(generate(SimConfig(users=args.users, seed=args.seed), args.events), path,
@@ -95,8 +95,8 @@ def _run_system(args, events_path, run_dir) -> int:
     from ops.report import RunRecord, flatten
     from ops.settings import Settings
     from stream.kafka import ensure_topics_sync
-    from stream.offline import read_jsonl_values, split_by_time
-    from stream.producer import EventProducer, Pacer, produce_lines
+    from stream.contract.offline import read_jsonl_values, split_by_time
+    from stream.ingest.producer import EventProducer, Pacer, produce_lines
 
     cutoff, heldout = split_by_time(str(events_path), 0.1)
     print(f"{events_path}: replaying the first {cutoff:,} events; the samples of the rest ({len(heldout):,}) "

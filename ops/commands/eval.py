@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ops.commands.fit import fail, load_samples, split_holdout
+from ops.commands.fit import fail
+from stream.contract.offline import load_samples, split_holdout
 
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from model.evaluation import evaluable, evaluate_samples, interacted
     from model.learner import Learner
-    from model.runtime import keep_freed_memory
+    from ops.runtime import keep_freed_memory
 
     keep_freed_memory()
     try:

@@ -1,6 +1,6 @@
 """`unisar fit`: train a model offline on a JSONL event file, the way the stream would see it.
 
-Events become samples through stream.offline.OfflineStream, the worker's own code path.
+Events become samples through stream.contract.offline.OfflineStream, the worker's own code path.
 Time-based split: the latest `--holdout-last` fraction of each user's samples is kept out
 of training (its checkpoint remembers the fraction, and `unisar eval` on the same file
 scores exactly those samples). Each optimiser step takes one rec batch (`--batch-size`
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections import defaultdict
 from dataclasses import fields
 
 
@@ -46,28 +45,6 @@ def register(subparsers) -> None:
 def fail(command: str, message: str) -> int:
     print(f"unisar {command}: {message}", file=sys.stderr)
     return 2
-
-
-def load_samples(path: str) -> tuple[list, list]:
-    """Replay a JSONL event file through the stream's step. Returns (samples, rejections)."""
-    from stream.offline import OfflineStream, read_jsonl_values
-    from stream.samples import decode
-
-    stream = OfflineStream()
-    samples = [decode(raw) for raw in stream.feed(read_jsonl_values(path))]
-    return samples, stream.rejected
-
-
-def split_holdout(samples: list, fraction: float) -> tuple[list, list]:
-    """(train, test): the latest `fraction` of each user's samples (rounded down) is test."""
-    by_user: dict[int, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        by_user[s.user].append(i)
-    test: set[int] = set()
-    for idx in by_user.values():
-        idx.sort(key=lambda i: samples[i].ts)
-        test.update(idx[len(idx) - int(len(idx) * fraction) :])
-    return [s for i, s in enumerate(samples) if i not in test], [s for i, s in enumerate(samples) if i in test]
 
 
 def distinct_ids(samples: list) -> dict[str, int]:
@@ -125,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.learner import Learner
-    from model.runtime import keep_freed_memory
+    from ops.runtime import keep_freed_memory
+    from stream.contract.offline import load_samples, split_holdout
 
     keep_freed_memory()
     try:

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from ops.commands._common import fail
     from ops.settings import Settings
     from state.store import RocksHistoryStore
-    from stream import history as hist
-    from stream.ids import user_id
+    from stream.contract import history as hist
+    from stream.contract.ids import user_id
 
     state_dir = args.state_dir or Settings().state_dir
     if not os.path.isdir(state_dir):
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"user {args.user} (id {user_id(args.user)}): {len(history.rec)} rec, {len(history.search)} search "
           f"behaviours; last applied offset {history.last_offset}")
     if not names:
-        print("ids are the stable 64-bit hashes of the raw ids (stream.ids); --events FILE shows raw ids")
+        print("ids are the stable 64-bit hashes of the raw ids (stream.contract.ids); --events FILE shows raw ids")
     for r in rows:
         if r["type"] == "rec":
             print(f"  {r['time']}  rec     item {r['item']}")
@@ -74,7 +74,7 @@ def _raw_names(path: str, history) -> dict[int, str]:
     import orjson
 
     from ops.commands._common import fail
-    from stream.ids import item_id, word_id
+    from stream.contract.ids import item_id, word_id
 
     wanted = {b.item for b in history.rec} | {i for b in history.search for i in (*b.query, *b.clicks)}
     names: dict[int, str] = {}

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ops.commands._common import fail, settings_from
     from stream.kafka import ensure_topics_sync
-    from stream.producer import EventProducer, Pacer, open_source, produce_lines
+    from stream.ingest.producer import EventProducer, Pacer, open_source, produce_lines
 
     for flag in ("rate", "speedup"):
         value = getattr(args, flag)

@@ -54,16 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from ops.commands._common import fail, run_until_signalled, settings_from
     from ops.metrics import TrainerMetrics
     from stream.kafka import ensure_topics
-    from stream.distributed import PeerLost, WorldMismatch
-    from stream.offline import split_by_time
-    from stream.trainer import ContinualTrainer
+    from stream.train.distributed import PeerLost, WorldMismatch
+    from stream.contract.offline import split_by_time
+    from stream.train.trainer import ContinualTrainer
 
     names = ("checkpoint_dir", "model", "batch_size", "max_wait_s", "checkpoint_every_steps", "checkpoint_every_s",
              "keep_checkpoints", "heldout", "heldout_last", "offline_every_steps", "max_staleness_s", "trainer_metrics_port", "n_items", "n_users",
              "n_words", "seed", "device", "world_size", "rank", "dist_addr", "dist_timeout_s")
     settings = settings_from(args, **{n: getattr(args, n) for n in names})
     check_world(settings)
-    from model.runtime import keep_freed_memory
+    from ops.runtime import keep_freed_memory
 
     keep_freed_memory()
     heldout = []
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     try:
         if settings.world_size > 1:
-            from stream.scaleout import RankTrainer
+            from stream.train.scaleout import RankTrainer
 
             trainer = RankTrainer(settings, metrics, heldout)
         else:

@@ -25,40 +25,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def bound_heap_fragmentation(threshold: int = 256 << 10) -> None:
-    """Have glibc serve blocks of `threshold` bytes and more by mmap, which returns them whole.
-
-    By default glibc raises that threshold to the largest block freed so far (up to 32 MiB),
-    after which RocksDB memtable arena blocks (memtable / 8) and Kafka fetch buffers (MiBs)
-    come from the heap and leave holes it cannot give back: measured, the worker's RSS then
-    crept by about 30 MB per million new users with RocksDB's own usage flat. An explicit
-    MALLOC_MMAP_THRESHOLD_ in the environment wins; elsewhere than glibc this does nothing.
-    """
-    import ctypes
-    import os
-
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
 
     from ops.commands._common import fail, run_until_signalled, settings_from
     from ops.metrics import WorkerMetrics
+    from ops.runtime import return_large_blocks
     from state.store import RocksHistoryStore, StoreOptions
     from stream.kafka import ensure_topics
-    from stream.worker import StreamWorker
+    from stream.ingest.worker import StreamWorker
 
     settings = settings_from(args, state_dir=args.state_dir, state_memory_mb=args.state_memory_mb,
                              group=args.group, metrics_port=args.metrics_port,
                              commit_interval_s=args.commit_interval_s, max_rec=args.max_rec,
                              max_search=args.max_search)
-    bound_heap_fragmentation()
+    return_large_blocks()
     metrics = WorkerMetrics()
     if settings.metrics_port:
         try:

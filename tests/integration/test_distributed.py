@@ -26,9 +26,9 @@ from ops.broker import free_port
 from ops.metrics import scrape_samples
 from ops.processes import Child
 from state.checkpoints import CheckpointDir
-from stream import samples as sample_codec
+from stream.contract import samples as sample_codec
 from stream.kafka import ensure_topics_sync
-from stream.offline import OfflineStream
+from stream.contract.offline import OfflineStream
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def _params(learner: Learner) -> dict[str, np.ndarray]:
 
 def _rank(rank: int, world_size: int, addr: str, out: str) -> None:
     """One rank: data-parallel steps on its own batches, digests after each (spawned)."""
-    from stream.distributed import GlooSync
+    from stream.train.distributed import GlooSync
 
     torch.set_num_threads(1)
     sync = GlooSync(rank, world_size, addr, timeout_s=60)

@@ -11,9 +11,9 @@ from eventgen import valid_events
 from kafkatools import committed_total, read_all, wait_until_caught_up
 from test_pipeline import metric, offline, produce, scrape, stored_histories, without_offsets
 
-from stream import samples
+from stream.contract import samples
 from stream.kafka import ensure_topics_sync
-from stream.producer import EventProducer
+from stream.ingest.producer import EventProducer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,11 +9,11 @@ from eventgen import malformed_values, valid_events
 from kafkatools import read_all, wait_until_caught_up
 
 from state.store import RocksHistoryStore
-from stream import history as hist
-from stream import samples
+from stream.contract import history as hist
+from stream.contract import samples
 from stream.kafka import ensure_topics_sync
-from stream.offline import OfflineStream
-from stream.producer import EventProducer
+from stream.contract.offline import OfflineStream
+from stream.ingest.producer import EventProducer
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from test_pipeline import offline, stored_histories, without_offsets
 
 from ops.processes import Child
 from ops.settings import Settings
-from stream import samples
-from stream.ids import user_id
+from stream.contract import samples
+from stream.contract.ids import user_id
 from stream.kafka import ensure_topics_sync
-from stream.worker import home_partition
+from stream.ingest.worker import home_partition
 
 pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000

@@ -13,7 +13,7 @@ from ops.processes import Child
 from ops.metrics import scrape
 from state.checkpoints import CheckpointDir
 from stream.kafka import ensure_topics_sync
-from stream.offline import OfflineStream
+from stream.contract.offline import OfflineStream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import json
 
 import numpy as np
 
-from stream.offline import OfflineStream
-from stream.samples import decode
+from stream.contract.offline import OfflineStream
+from stream.contract.samples import decode
 
 T0 = 1_700_000_000_000
 

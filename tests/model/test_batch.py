@@ -2,8 +2,8 @@ import numpy as np
 
 from model.batch import collate, encode, sample_negatives
 from model.idtable import IdTable
-from stream.history import History, Limits, RecBehaviour, SearchBehaviour
-from stream.samples import Sample
+from stream.contract.history import History, Limits, RecBehaviour, SearchBehaviour
+from stream.contract.samples import Sample
 
 LIMITS = Limits(max_rec=4, max_search=3, max_clicks=2, max_words=4)
 

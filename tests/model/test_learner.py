@@ -8,8 +8,8 @@ from conftest import TINY
 
 from model.learner import Learner
 from model.registry import MODELS
-from stream.history import History, RecBehaviour
-from stream.samples import Sample
+from stream.contract.history import History, RecBehaviour
+from stream.contract.samples import Sample
 
 SIZES = {k: TINY[k] for k in ("n_users", "n_items", "n_words")}
 

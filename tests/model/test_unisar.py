@@ -6,8 +6,8 @@ from conftest import TINY
 
 from model.batch import collate, encode
 from model.learner import Learner
-from stream.history import History, RecBehaviour, SearchBehaviour
-from stream.samples import Sample
+from stream.contract.history import History, RecBehaviour, SearchBehaviour
+from stream.contract.samples import Sample
 
 
 def step_of(learner: Learner, samples: list):

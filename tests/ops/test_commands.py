@@ -15,7 +15,7 @@ from ops.cli import build_parser, main
 from ops.commands import COMMANDS
 from ops.processes import settings_env
 from state.store import RocksHistoryStore
-from stream.offline import OfflineStream
+from stream.contract.offline import OfflineStream
 
 
 def test_every_command_has_help(capsys):

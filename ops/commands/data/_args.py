@@ -14,7 +14,7 @@ def guarded(func):
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
-        from stream.sources import DataError, SourceUnavailable
+        from stream.data import DataError, SourceUnavailable
 
         try:
             return func(args)

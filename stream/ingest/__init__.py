@@ -1,0 +1,1 @@
+"""Getting events in: the producer client and the stream worker (events -> histories -> samples)."""
