@@ -39,9 +39,10 @@ import time
 from pathlib import Path
 
 from category_reference import evaluate_reference
+from model.metrics import NAMES as COLUMNS
 from ops.cli import main as unisar
 
-COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+
 TASKS = ("rec", "search")
 RIVALS = ("popularity", "unisar without mask")
 DETERMINISTIC = {"popularity"}  # trained once per world whatever --train-seeds says

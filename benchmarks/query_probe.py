@@ -16,6 +16,7 @@ import torch
 
 from model.evaluation import evaluable, evaluate_samples, interacted
 from model.learner import Learner
+from model.metrics import NAMES
 from stream.contract.offline import load_samples, split_holdout
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     exclude = interacted(samples)
     own, other = (evaluate_samples(learner, rows, exclude=exclude, seed=args.seed)["search"] for rows in (test, shuffled))
     for name, m in (("own query", own), ("shuffled query", other)):
-        print(f"{name:<16}" + "".join(f"{k} {m[k]:.4f}  " for k in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")))
+        print(f"{name:<16}" + "".join(f"{k} {m[k]:.4f}  " for k in NAMES))
     print(json.dumps([{"metric": f"search_{k.lower().replace('@', '')}_{name}", "value": round(m[k], 4), "target": None}
                       for name, m in (("own_query", own), ("shuffled_query", other)) for k in ("HR@10", "NDCG@10")]))
 

@@ -13,6 +13,8 @@ import numpy as np
 
 HR_AT = (1, 5, 10)
 NDCG_AT = (5, 10)
+# The one list of reported metrics, in report order: every table, plot and metric uses it.
+NAMES = tuple(f"HR@{k}" for k in HR_AT) + tuple(f"NDCG@{k}" for k in NDCG_AT)
 
 
 def _counts(scores) -> tuple[np.ndarray, np.ndarray]:

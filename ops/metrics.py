@@ -52,8 +52,6 @@ class WorkerMetrics(_Served):
 
 TASKS = ("rec", "search")
 LOSS_TERMS = ("click", "rel", "align", "total")
-HR_KS = (1, 5, 10)
-NDCG_KS = (5, 10)
 MODES = ("prequential", "offline")
 ID_TABLES = ("users", "items", "words")
 SKIP_REASONS = ("duplicate", "stale", "undecodable", "unlearnable")
@@ -100,6 +98,9 @@ class TrainerMetrics(_Served):
                                               "takes", buckets=LATENCY_BUCKETS, registry=registry)
         self.last_offline_eval = Gauge("unisar_last_offline_eval_timestamp_seconds", "Unix time the newest "
                                        "offline evaluation finished", registry=registry)
+        self.offline_eval_step = Gauge("unisar_offline_eval_step", "Model step the newest offline figures "
+                                       "belong to (-1: none yet)", registry=registry)
+        self.offline_eval_step.set(-1)
         # Counters with labels expose nothing until a child exists: create the bounded ones up
         # front, so a scrape shows them at 0 (no eviction yet is a value, not a missing series).
         for table in ID_TABLES:

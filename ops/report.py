@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-QUALITY = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+from model.metrics import NAMES as QUALITY
 
 
 def flatten(samples: list[tuple[str, dict, float]]) -> dict[str, float]:
@@ -25,6 +25,11 @@ def flatten(samples: list[tuple[str, dict, float]]) -> dict[str, float]:
             out["trained"] = out.get("trained", 0.0) + value
         elif name == "unisar_model_step":
             out["step"] = value
+        elif name == "unisar_offline_eval_step":
+            out["offline_step"] = value
+        elif name in ("unisar_consumer_lag", "unisar_trainer_consumer_lag"):
+            key = "lag/worker" if name == "unisar_consumer_lag" else "lag/trainer"
+            out[key] = out.get(key, 0.0) + value
         elif name == "unisar_dead_letters_total":
             out["dead_letters"] = out.get("dead_letters", 0.0) + value
         elif name == "unisar_freshness_seconds_sum":
@@ -89,13 +94,47 @@ def _plot(path: Path, title: str, lines: dict[str, tuple[list[float], list[float
     return True
 
 
+def _plot_panels(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], list[float]]]]) -> bool:
+    """One small panel per entry, each on its own y scale: loss terms differ by 20x (L_Align
+    about 10, a click loss about 0.5), and one shared axis flattens the small ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {name: {k: v for k, v in lines.items() if v[0]} for name, lines in panels.items()}
+    panels = {name: lines for name, lines in panels.items() if lines}
+    if not panels:
+        return False
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.2 * rows), dpi=110, squeeze=False)
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        for label, (xs, ys) in lines.items():
+            ax.plot(xs, ys, label=label, linewidth=1.4)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("seconds since start", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def write_report(out: Path, record: RunRecord, summary: dict) -> list[Path]:
     """PNG plots of losses, quality and throughput, plus summary.json and summary.md."""
     out.mkdir(parents=True, exist_ok=True)
     keys = {k for r in record.rows for k in r}
     plots = []
-    losses = {k[5:]: record.series(k) for k in sorted(keys) if k.startswith("loss/")}
-    if _plot(out / "losses.png", "Joint loss terms per task", losses, "loss"):
+    panels: dict[str, dict] = {}
+    for key in sorted(k for k in keys if k.startswith("loss/")):
+        _, task, term = key.split("/", 2)
+        panels.setdefault(f"loss: {term}", {})[task] = record.series(key)
+    if _plot_panels(out / "losses.png", "Joint loss terms, one panel per term (lines: tasks)", panels):
         plots.append(out / "losses.png")
     for task in ("rec", "search"):
         quality = {f"{m}@{k} {mode}": record.series(f"{m.lower()}/{task}/{k}/{mode}")

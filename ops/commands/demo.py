@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 DEFAULT_EVENTS = 80_000
+OFFLINE_WAIT_S = 120  # once training is done, how long to wait for the final model's offline figures
 
 
 def register(sub) -> None:
@@ -144,13 +145,16 @@ def _run_system(args, events_path, run_dir) -> int:
                     except OSError:
                         pass
                 record.add(values)
-                live.show(record, produced)
+                live.show(record, produced, cutoff)
                 if deadline and time.monotonic() > deadline:
                     break
-                # done: replay finished and the trainer has stopped taking steps for a while
+                # done: replay finished, the trainer has stopped taking steps for a while, and
+                # the final model has offline figures (or we waited long enough for them)
                 if produced.get("done") and record.rate("trained", 3.0) == 0 and record.last("trained"):
                     idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > 4:
+                    idle = time.monotonic() - idle_since
+                    evaluated = record.last("offline_step", -1) >= record.last("step", 0)
+                    if idle > 4 and (evaluated or idle > OFFLINE_WAIT_S):
                         break
                 else:
                     idle_since = None
@@ -164,13 +168,15 @@ def _run_system(args, events_path, run_dir) -> int:
 
 
 def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -> int:
+    from model.metrics import NAMES
     from ops.report import write_report
 
+    offline_step = int(record.last("offline_step", -1))
     quality = {}
     for task in ("rec", "search"):
         for mode in ("prequential", "offline"):
-            metrics = {f"{m}@{k}": record.last(f"{m.lower()}/{task}/{k}/{mode}")
-                       for m, ks in (("HR", (1, 5, 10)), ("NDCG", (5, 10))) for k in ks}
+            metrics = {name: record.last(f"{name.split('@')[0].lower()}/{task}/{name.split('@')[1]}/{mode}")
+                       for name in NAMES}
             if any(v is not None for v in metrics.values()):
                 quality.setdefault(task, {})[mode] = metrics
     losses = {}
@@ -183,12 +189,19 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -
         "events_file": str(events_path), "events_replayed": produced["sent"], "invalid_lines": produced["invalid"],
         "heldout_samples": n_heldout, "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
         "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
-        "model_step": record.last("step", 0), "dead_letters": record.last("dead_letters", 0),
+        "model_step": record.last("step", 0), "offline_eval_step": offline_step,
+        "dead_letters": record.last("dead_letters", 0),
         "mean_freshness_seconds": round(record.last("freshness_sum", 0) / max(1, record.last("freshness_count", 0)), 3),
         "quality": quality, "losses": losses, "broker": settings.brokers, "run_dir": str(run_dir), "pids": pids,
     }
+    if offline_step < summary["model_step"]:
+        summary["offline_note"] = (f"the offline figures are from step {offline_step} of {summary['model_step']:.0f}: "
+                                   "the final model's evaluation had not finished when the demo stopped"
+                                   if offline_step >= 0 else "no offline evaluation finished")
     plots = write_report(run_dir, record, summary)
-    print(f"\nreport: {run_dir / 'summary.md'} ({len(plots)} plots)")
+    print(f"\nreport: {run_dir / 'summary.md'} ({len(plots)} plots; open summary.md first)")
+    print(f"  offline figures from model step {offline_step} of {summary['model_step']:.0f}"
+          + ("" if "offline_note" not in summary else f" ({summary['offline_note']})"))
     for task, modes in quality.items():
         for mode, m in modes.items():
             shown = "  ".join(f"{k} {v:.3f}" for k, v in m.items() if v is not None)
@@ -217,15 +230,21 @@ class _LiveView:
     def __init__(self, tty: bool) -> None:
         self.tty, self.drawn, self.last_print = tty, 0, 0.0
 
-    def show(self, record, produced) -> None:
+    def show(self, record, produced, total: int) -> None:
         import time
 
         r = lambda k: record.last(k)  # noqa: E731
         fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        fresh = (r("freshness_sum") or 0) / max(1, r("freshness_count") or 0)
+        evaluated = r("offline_step")
+        evaluated = "-" if evaluated is None or evaluated < 0 else f"{evaluated:.0f}"
         lines = [
-            f"t={record.rows[-1]['t']:6.0f}s  replayed {'done' if produced.get('done') else '...'}  "
-            f"events/s {record.rate('events'):8,.0f}  samples/s {record.rate('trained'):7,.0f}  "
-            f"step {r('step') or 0:6.0f}  dead letters {r('dead_letters') or 0:,.0f}",
+            f"t={record.rows[-1]['t']:6.0f}s  read {r('events') or 0:,.0f} of {total:,} events "
+            f"({'replay done' if produced.get('done') else 'replaying'})  events/s {record.rate('events'):8,.0f}  "
+            f"samples/s {record.rate('trained'):7,.0f}  step {r('step') or 0:6.0f}  "
+            f"dead letters {r('dead_letters') or 0:,.0f}",
+            f"  lag: worker {r('lag/worker') or 0:,.0f} events, trainer {r('lag/trainer') or 0:,.0f} samples; "
+            f"mean freshness {fresh:.2f} s; offline figures from step {evaluated}",
         ]
         for task in ("rec", "search"):
             lines.append(

@@ -18,7 +18,7 @@ import json
 from ops.commands.fit import fail
 from stream.contract.offline import load_samples, split_holdout
 
-COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+from model.metrics import NAMES as COLUMNS
 
 
 def register(subparsers) -> None:

@@ -77,6 +77,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self.heldout = evaluable(heldout or [])
         self._consumer: AIOKafkaConsumer | None = None
         self._offline: threading.Thread | None = None
+        self._evaluated_step = -1  # model step of the newest offline evaluation started
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._evictions_seen: dict[str, int] = {}
@@ -161,9 +162,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 try:
                     batch.append(await asyncio.wait_for(queue.get(), timeout))
                 except asyncio.TimeoutError:
-                    if deadline is not None:
-                        break
-                    continue
+                    break  # a partial batch after max_wait_s, or none: the caller may do idle work
             if deadline is None:
                 deadline = time.monotonic() + self.settings.max_wait_s
         return batch
@@ -173,7 +172,9 @@ class ContinualTrainer(ConsumerRebalanceListener):
             if fetcher.done():
                 fetcher.result()  # surface a fetcher crash
             batch = await self._next_batch(queue, stop)
-            if not batch:
+            if not batch:  # idle: make sure the newest model has offline figures
+                if self.heldout and self._evaluated_step < self.learner.step:
+                    self._start_offline_eval()
                 continue
             started = time.monotonic()
             samples = self._admit(batch)
@@ -220,10 +221,11 @@ class ContinualTrainer(ConsumerRebalanceListener):
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The
         first batches of a fresh model are not scored: 99 negatives need 100 known items."""
+        batch = collate(samples, self.learner.limits)  # once, for both passes
         if samples and len(self.learner.ids["items"]) > 2 * 100:
-            for task, scores in self.learner.score(samples).items():
+            for task, scores in self.learner.score(batch).items():
                 self.window.add(task, scores.numpy())
-        return self.learner.learn_many(samples, self.sync)
+        return self.learner.learn_many(batch, self.sync)
 
     def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
         m = self.metrics
@@ -294,6 +296,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         if self._offline is not None and self._offline.is_alive():
             return
         snapshot = Learner.from_state_dict(self.learner.state_dict(), device=self.settings.device)
+        self._evaluated_step = snapshot.step
 
         def run() -> None:
             started = time.monotonic()
@@ -302,6 +305,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.metrics.last_offline_eval.set(time.time())
             for task, result in results.items():
                 self._export_quality(task, "offline", result)
+            self.metrics.offline_eval_step.set(snapshot.step)  # after the figures: they belong to it
             log.info("offline evaluation at step %d: %s", snapshot.step, results)
 
         self._offline = threading.Thread(target=run, name="offline-eval", daemon=True)

@@ -84,6 +84,9 @@ def test_demo_runs_the_whole_system_writes_its_report_and_cleans_up(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["events_replayed"] == 7200 and summary["events_read"] == 7200
     assert summary["samples_trained"] > 0 and summary["model_step"] > 0
+    # the offline figures belong to the final model, and say so
+    assert summary["offline_eval_step"] == summary["model_step"] and "offline_note" not in summary
+    assert summary["quality"]["rec"]["offline"]["HR@10"] is not None
     assert {"losses.png", "quality_rec.png", "quality_search.png", "throughput.png"} <= set(summary["plots"])
     assert all((run_dir / p).stat().st_size > 10_000 for p in summary["plots"])
     assert "rec/click" in summary["losses"] and "| rec | prequential |" in (run_dir / "summary.md").read_text()

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from model.metrics import HR_AT, NDCG_AT
 from ops import metrics as m
 from ops.broker import answers_kafka, free_port
 from ops.metrics import scrape_samples
@@ -33,8 +34,8 @@ def required_trainer() -> set[tuple[str, frozenset]]:
     for task in m.TASKS:
         want |= {("unisar_train_loss", frozenset({"task": task, "term": term}.items())) for term in m.LOSS_TERMS}
         for mode in m.MODES:
-            want |= {("unisar_hr", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in m.HR_KS}
-            want |= {("unisar_ndcg", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in m.NDCG_KS}
+            want |= {("unisar_hr", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in HR_AT}
+            want |= {("unisar_ndcg", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in NDCG_AT}
         want.add(("unisar_train_samples_total", frozenset({"task": task}.items())))
     for table in m.ID_TABLES:
         for name in ("unisar_embedding_rows", "unisar_embedding_rows_used", "unisar_embedding_evictions_total"):

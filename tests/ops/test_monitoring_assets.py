@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
+from model.metrics import HR_AT, NDCG_AT
 from ops import metrics as m
 from ops.settings import Settings
 
@@ -31,10 +32,10 @@ VALUE_DOMAINS = {
     ("unisar_train_loss", "task"): set(m.TASKS),
     ("unisar_train_loss", "term"): set(m.LOSS_TERMS),
     ("unisar_hr", "task"): set(m.TASKS),
-    ("unisar_hr", "k"): {str(k) for k in m.HR_KS},
+    ("unisar_hr", "k"): {str(k) for k in HR_AT},
     ("unisar_hr", "mode"): set(m.MODES),
     ("unisar_ndcg", "task"): set(m.TASKS),
-    ("unisar_ndcg", "k"): {str(k) for k in m.NDCG_KS},
+    ("unisar_ndcg", "k"): {str(k) for k in NDCG_AT},
     ("unisar_ndcg", "mode"): set(m.MODES),
     ("unisar_train_samples_total", "task"): set(m.TASKS),
     ("unisar_samples_total", "task"): set(m.TASKS),
