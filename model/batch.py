@@ -42,6 +42,10 @@ class TaskRows:
     mixed: np.ndarray  # (B, R + S)
     target: np.ndarray  # (B,) the true item
     query: np.ndarray  # (B,) index into Batch.queries: the search's own query (0 for rec)
+    # A search is one row per click: `siblings` holds all its clicks (never its negatives),
+    # `first` marks one row per sample (in-batch negatives must not be copies of the positive).
+    siblings: np.ndarray | None = None  # (B, K) raw item ids, 0 = padding
+    first: np.ndarray | None = None  # (B,) bool
 
     def __len__(self) -> int:
         return len(self.user)
@@ -69,16 +73,25 @@ def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
             **rows,
             target=np.fromiter((s.items[0] for s in rec), np.int64, len(rec)),
             query=np.zeros(len(rec), np.int64),
+            siblings=np.zeros((len(rec), 1), np.int64),
+            first=np.ones(len(rec), bool),
         )
     search = [s for s in samples if s.task == "search" and s.items]
     if search:
         rows = _history_rows(search, queries, limits)
         n_clicks = np.fromiter((min(len(s.items), limits.max_clicks) for s in search), np.int64, len(search))
         own = np.fromiter((_query_index(queries, s.query, limits) for s in search), np.int64, len(search))
+        siblings = np.zeros((len(search), limits.max_clicks), np.int64)
+        siblings[_ragged(n_clicks)] = np.fromiter(chain.from_iterable(s.items[: limits.max_clicks] for s in search),
+                                                  np.int64)
+        first = np.zeros(int(n_clicks.sum()), bool)
+        first[np.cumsum(n_clicks) - n_clicks] = True
         tasks["search"] = TaskRows(
             **{k: np.repeat(v, n_clicks, axis=0) for k, v in rows.items()},
             target=np.fromiter(chain.from_iterable(s.items[: limits.max_clicks] for s in search), np.int64),
             query=np.repeat(own, n_clicks),
+            siblings=np.repeat(siblings, n_clicks, axis=0),
+            first=first,
         )
     skipped = sum(1 for s in samples if s.task == "rec" and s.label != 1)
     return Batch(_pad_queries(list(queries)), tasks, skipped)
@@ -147,6 +160,7 @@ class TaskTensors:
     candidates: torch.Tensor  # (B, C) local item index; column 0 is the true item
     query: torch.Tensor  # (B,) query index of the search's own query (0 for rec)
     blocked: torch.Tensor | None = None  # (B, C) full ranking: candidates the user already touched
+    first: torch.Tensor | None = None  # (B,) bool: one row per sample (a search repeats per click)
 
 
 @dataclass
@@ -236,7 +250,7 @@ def encode(
     user_rows = np.split(look("users", np.concatenate([t.user for t in tasks])), np.cumsum([len(t) for t in tasks])[:-1])
 
     # one local item vocabulary for the step: index 0 is padding, then each distinct item once
-    parts = [a for t in tasks for a in (t.rec_items, t.search_clicks, t.target)]
+    parts = [a for t in tasks for a in (t.rec_items, t.search_clicks, t.target, t.siblings)]
     flat = np.concatenate([a.ravel() for a in parts])
     real = flat != 0
     distinct, inverse = np.unique(flat[real], return_inverse=True)
@@ -249,8 +263,8 @@ def encode(
 
     out = {}
     for i, (name, rows) in enumerate(batch.tasks.items()):
-        rec_items, clicks, target = local_parts[3 * i : 3 * i + 3]
-        seen = vocab[np.concatenate([rec_items, clicks.reshape(len(rows), -1), target[:, None]], axis=1)]
+        rec_items, clicks, target, siblings = local_parts[4 * i : 4 * i + 4]
+        seen = vocab[np.concatenate([rec_items, clicks.reshape(len(rows), -1), target[:, None], siblings], axis=1)]
         if exclude:
             seen = np.concatenate([seen, _padded_rows(tables["items"], [exclude.get(u, _NONE) for u in rows.user])], 1)
         blocked = None
@@ -276,6 +290,7 @@ def encode(
             candidates=torch.from_numpy(np.ascontiguousarray(candidates)),
             query=torch.from_numpy(rows.query),
             blocked=blocked,
+            first=torch.from_numpy(rows.first),
         )
 
     rel_items = n_local + np.arange(n_rel_items if n_pool else 0)
@@ -284,10 +299,19 @@ def encode(
     queries = batch.queries
     rel_query_index = np.zeros(0, np.int64)
     if rel_queries is not None and len(rel_queries):
+        # one index per distinct query, so L_Rel can tell a negative equal to a pair's own query
         width = max(queries.shape[1], rel_queries.shape[1])
         pad = lambda q: np.pad(q, ((0, 0), (0, width - q.shape[1])))  # noqa: E731
-        rel_query_index = len(queries) + np.arange(len(rel_queries))
-        queries = np.concatenate([pad(queries), pad(rel_queries)])
+        both = np.concatenate([pad(queries), pad(rel_queries)])
+        keys = np.ascontiguousarray(both).view(np.dtype((np.void, 8 * width))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        index_of = np.full(len(both), -1, np.int64)
+        index_of[: len(queries)] = np.arange(len(queries))  # batch queries keep their indices
+        new = [i for i in np.sort(first) if i >= len(queries)]  # rel queries not in the batch
+        index_of[new] = len(queries) + np.arange(len(new))
+        canonical = index_of[first[inverse]]  # each row -> the index of its first equal row
+        rel_query_index = canonical[len(queries) :]
+        queries = np.concatenate([both[: len(queries)], both[new]])
     # queries as bags of local word indices (no padding), over a vocabulary of distinct words
     real = queries != 0
     distinct, inverse = np.unique(queries[real], return_inverse=True)

@@ -28,8 +28,10 @@ def _chunk(t: torch.Tensor) -> int:
 
 class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, tau, pos, anchor):
-        # a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U)
+    def forward(ctx, a, b, tau, pos, anchor, pos_key, neg_key):
+        # a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U);
+        # pos_key (P,) and neg_key (N,): what each pair's positive and each negative is; a
+        # negative equal to one of its anchor's positives is no negative and is left out
         P, inv_tau = len(pos), 1.0 / tau
         order = torch.argsort(anchor)
         starts = torch.zeros(len(a) + 1, dtype=torch.long, device=a.device)
@@ -45,11 +47,14 @@ class _SharedNegativeInfoNCE(torch.autograd.Function):
             sig = torch.sigmoid_(a_c @ b2.T)  # (c, N); tanh = 2 sig - 1
             top = sig.amax(1, keepdim=True)
             e = torch.sub(sig, top).mul_(2 * inv_tau).exp_()  # exp((tanh - max tanh) / tau)
-            total = e.sum(1)
-            lse[s : s + len(a_c)] = (2 * top.squeeze(1) - 1) * inv_tau + total.log()
             # this chunk's pairs: their loss, and dL/d(negatives' lse) summed per anchor
             pairs = order[starts[s] : starts[s + len(a_c)]]
             u = anchor[pairs] - s
+            same = (pos_key[pairs].unsqueeze(1) == neg_key.unsqueeze(0)).nonzero()  # (hits, 2): pair, negative
+            if len(same):
+                e[u[same[:, 0]], same[:, 1]] = 0.0
+            total = e.sum(1).clamp_min_(torch.finfo(e.dtype).tiny)
+            lse[s : s + len(a_c)] = (2 * top.squeeze(1) - 1) * inv_tau + total.log()
             gap = lse[s + u] - pos[pairs]
             loss = loss + (torch.logaddexp(pos[pairs], lse[s + u]) - pos[pairs]).sum()
             grad_pos[pairs] = -torch.sigmoid(gap) / P  # d/dpos = sigmoid(pos - lse) - 1
@@ -70,16 +75,17 @@ class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_a, grad_b, grad_tau, grad_pos = ctx.saved_tensors
-        return grad_a * grad, grad_b * grad, grad_tau * grad, grad_pos * grad, None
+        return grad_a * grad, grad_b * grad, grad_tau * grad, grad_pos * grad, None, None, None
 
 
 def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: torch.Tensor,
-                    anchor: torch.Tensor) -> torch.Tensor:
-    """Mean over pairs of cross-entropy([pos_p, tanh(a_{anchor_p} . b_n) / tau], target 0).
+                    anchor: torch.Tensor, pos_key: torch.Tensor, neg_key: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of cross-entropy([pos_p, tanh(a_{anchor_p} . b_n) / tau], target 0),
+    leaving out the negatives n of an anchor with neg_key[n] equal to one of its pairs' pos_key.
 
     a (U, d) distinct anchors, b (N, d) shared negatives, tau the temperature, pos (P,) the
     pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a."""
-    return _SharedNegativeInfoNCE.apply(a, b, tau, pos, anchor)
+    return _SharedNegativeInfoNCE.apply(a, b, tau, pos, anchor, pos_key, neg_key)
 
 
 class TransitionAlignment(nn.Module):
@@ -116,8 +122,10 @@ class QueryItemRelevance(nn.Module):
 
     def forward(
         self, V_query: torch.Tensor, V_item: torch.Tensor, pair_q: torch.Tensor, pair_i: torch.Tensor,
-        neg_items: torch.Tensor, neg_queries: torch.Tensor,
+        neg_items: torch.Tensor, neg_queries: torch.Tensor, item_rows: torch.Tensor,
     ) -> torch.Tensor:
+        """Query and item indices are local to the step; `item_rows` maps an item index to its
+        table row (two indices can hold one item), a query index is one distinct query."""
         if len(pair_q) == 0 or len(neg_items) == 0 or len(neg_queries) == 0:
             return V_query.new_zeros(())
         tau = self.temperature
@@ -128,7 +136,7 @@ class QueryItemRelevance(nn.Module):
         a_q, a_i = V_query[uq] @ self.W, V_item[ui] @ self.W  # (Uq, d), (Ui, d)
         pos_q = torch.tanh((a_q[iq] * V_item[pair_i]).sum(-1)) / tau  # (P,) query -> item
         pos_i = torch.tanh((a_i[ii] * V_query[pair_q]).sum(-1)) / tau  # (P,) item -> query
-        L_q = info_nce_shared(a_q, V_item[neg_items], tau, pos_q, iq)
-        L_i = info_nce_shared(a_i, V_query[neg_queries], tau, pos_i, ii)
+        L_q = info_nce_shared(a_q, V_item[neg_items], tau, pos_q, iq, item_rows[pair_i], item_rows[neg_items])
+        L_i = info_nce_shared(a_i, V_query[neg_queries], tau, pos_i, ii, pair_q, neg_queries)
         return 0.5 * (L_q + L_i)
 

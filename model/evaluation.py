@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.batch import collate
-from model.metrics import evaluate
+from model.metrics import evaluate, nonfinite_rows
 
 
 def evaluable(samples: list) -> list:
@@ -24,12 +24,16 @@ def interacted(samples: list) -> dict[int, np.ndarray]:
 
 def evaluate_samples(learner, samples: list, *, exclude: dict | None = None, full_ranking: bool = False,
                      seed: int = 0, batch_size: int = 1024) -> dict[str, dict[str, float]]:
-    """{task: {"rows": n, "HR@1": ..., "NDCG@10": ...}}; learns nothing."""
+    """{task: {"rows": n, "nonfinite": rows with a NaN or infinite score, "HR@1": ...,
+    "NDCG@10": ...}}; learns nothing."""
     scores: dict[str, list] = {}
     for i in range(0, len(samples), batch_size):
         batch = collate(samples[i : i + batch_size], learner.limits)
         out = learner.score(batch, n_negatives=None if full_ranking else 99, exclude=exclude, seed=seed)
         for task, s in out.items():
             scores.setdefault(task, []).append(s.numpy())
-    return {task: {"rows": int(sum(len(x) for x in parts)), **evaluate(np.concatenate(parts))}
-            for task, parts in scores.items()}
+    out = {}
+    for task, parts in scores.items():
+        matrix = np.concatenate(parts)
+        out[task] = {"rows": len(matrix), "nonfinite": nonfinite_rows(matrix), **evaluate(matrix)}
+    return out

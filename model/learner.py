@@ -119,11 +119,14 @@ class Learner:
         if not batch.tasks:
             return {}
         rng = np.random.default_rng([self.seed, self.step])
-        self.queries.add(batch.queries)
         n_rel = getattr(self.config, "rel_negatives", 0) if getattr(self.config, "use_rel", False) else 0
+        # sampled before the batch joins the pool; a negative equal to a pair's own query is
+        # masked in L_Rel (encode gives equal queries one index)
+        rel_queries = self.queries.sample(rng, n_rel)
+        self.queries.add(batch.queries)
         step, recycled = encode(
             batch, self.ids, rng, train=True, n_negatives=self.n_negatives,
-            n_rel_items=n_rel, rel_queries=self.queries.sample(rng, n_rel),
+            n_rel_items=n_rel, rel_queries=rel_queries,
         )
         self._recycle(recycled)
         self.model.train()
@@ -147,9 +150,9 @@ class Learner:
         gathered = [unpack_step(p) for p in sync.all_gather(pack_step(batch_ids(batch), batch.queries))]
         if not any(len(ids["users"]) for ids, _ in gathered):  # no rank has a row: no step, no change
             return {}
+        rel_queries = self.queries.sample(shared, n_rel)  # before the batches join the pool
         for _, queries in gathered:
             self.queries.add(queries)
-        rel_queries = self.queries.sample(shared, n_rel)
         recycled = union_lookup(self.ids, [ids for ids, _ in gathered], {"words": rel_queries})
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, self.step, 3]).generate_state(1)[0]))

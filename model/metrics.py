@@ -17,13 +17,33 @@ NDCG_AT = (5, 10)
 NAMES = tuple(f"HR@{k}" for k in HR_AT) + tuple(f"NDCG@{k}" for k in NDCG_AT)
 
 
-def _counts(scores) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: candidates scored strictly above the true item, and those tied with it."""
+def _matrix(scores) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[1] < 2:
         raise ValueError(f"scores: expected (rows, 1 + candidates), got shape {s.shape}")
-    true = s[:, :1]
-    return (s[:, 1:] > true).sum(1), (s[:, 1:] == true).sum(1)
+    return s
+
+
+def _counts(scores) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: candidates that rank above the true item, and those tied with it.
+
+    A non-finite score never helps the model: a true item scored NaN or +-inf ranks below
+    every candidate that counts, and a candidate scored NaN or +inf ranks above the true
+    item. -inf on a candidate is the marker of one that does not count (full ranking)."""
+    s = _matrix(scores)
+    true, cand = s[:, :1], s[:, 1:]
+    counted = cand != -np.inf
+    broken = np.isnan(cand) | (cand == np.inf)
+    above = (((cand > true) | broken) & counted).sum(1)
+    tied = ((cand == true) & counted & ~broken).sum(1)
+    lost = ~np.isfinite(true[:, 0])
+    return np.where(lost, counted.sum(1), above), np.where(lost, 0, tied)
+
+
+def nonfinite_rows(scores) -> int:
+    """Rows with a NaN or infinite score (a -inf candidate marker aside): a model bug to report."""
+    s = _matrix(scores)
+    return int((~np.isfinite(s[:, 0]) | (np.isnan(s[:, 1:]) | (s[:, 1:] == np.inf)).any(1)).sum())
 
 
 def hit_rate(scores, k: int) -> float:
@@ -42,7 +62,8 @@ def ndcg(scores, k: int) -> float:
 
 
 def evaluate(scores) -> dict[str, float]:
-    """The paper's metrics for one task's score matrix."""
+    """The paper's metrics for one task's score matrix (count its broken rows apart with
+    `nonfinite_rows`)."""
     out = {f"HR@{k}": hit_rate(scores, k) for k in HR_AT}
     out.update({f"NDCG@{k}": ndcg(scores, k) for k in NDCG_AT})
     return out

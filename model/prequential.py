@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from model.metrics import evaluate
+from model.metrics import evaluate, nonfinite_rows
 
 
 class SlidingWindow:
@@ -21,18 +21,20 @@ class SlidingWindow:
         if len(scores) == 0:
             return
         batches = self._batches.setdefault(task, deque())
-        batches.append((len(scores), evaluate(scores)))
+        batches.append((len(scores), {**evaluate(scores), "nonfinite": nonfinite_rows(scores) / len(scores)}))
         self._rows[task] = self._rows.get(task, 0) + len(scores)
         # drop whole old batches while the rest still fills the window
         while len(batches) > 1 and self._rows[task] - batches[0][0] >= self.size:
             self._rows[task] -= batches.popleft()[0]
 
     def result(self) -> dict[str, dict[str, float]]:
-        """{task: {"HR@1": ..., "NDCG@10": ..., "rows": n}}, row-weighted over the window."""
+        """{task: {"HR@1": ..., "NDCG@10": ..., "rows": n, "nonfinite": rows with a NaN or
+        infinite score}}, row-weighted over the window."""
         out = {}
         for task, batches in self._batches.items():
             rows = sum(n for n, _ in batches)
             names = batches[0][1].keys()
             out[task] = {name: sum(n * m[name] for n, m in batches) / rows for name in names}
             out[task]["rows"] = rows
+            out[task]["nonfinite"] = round(out[task]["nonfinite"] * rows)
         return out

@@ -260,16 +260,20 @@ class UniSARNet(nn.Module):
         labels[:, 0] = 1.0
         losses = {"bce": F.binary_cross_entropy_with_logits(logits, labels)}
         if cfg.use_align:
+            # one row per sample: a search's per-click copies would be in-batch negatives
+            # identical to their positive
+            one = t.first if t.first is not None else torch.ones(B, dtype=torch.bool, device=logits.device)
             L_align = logits.new_zeros(())
             if cfg.use_s2r and cfg.use_r2r:
-                L_align = L_align + self.align_rec(H_s2r, H_r2r, rec_mask)
+                L_align = L_align + self.align_rec(H_s2r[one], H_r2r[one], rec_mask[one])
             if cfg.use_r2s and cfg.use_s2s:
-                L_align = L_align + self.align_search(H_r2s, H_s2s, search_mask)
+                L_align = L_align + self.align_search(H_r2s[one], H_s2s[one], search_mask[one])
             losses["align"] = L_align
         if cfg.use_rel:
             pairs = search_mask.unsqueeze(-1) & (t.search_clicks != 0)  # (B, S, K)
             pair_q = t.search_query.unsqueeze(-1).expand(-1, -1, K)[pairs]
-            losses["rel"] = self.relevance(V_query, V_item, pair_q, t.search_clicks[pairs], step.rel_items, step.rel_queries)
+            losses["rel"] = self.relevance(V_query, V_item, pair_q, t.search_clicks[pairs], step.rel_items,
+                                           step.rel_queries, step.item_rows)
         return logits, losses
 
     def cross_transitions(

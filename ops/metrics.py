@@ -17,6 +17,10 @@ class _Served:
         return server.server_port
 
 
+EVENT_KINDS = ("rec", "search")
+DLQ_STAGES = ("decode", "validate", "route", "step")  # stream.contract.events.Rejection.stage
+
+
 class WorkerMetrics(_Served):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
@@ -47,6 +51,16 @@ class WorkerMetrics(_Served):
         self.restored = Counter(
             "unisar_changelog_restored_total", "Histories restored from the changelog on partition "
             "assignment", registry=registry)
+        # Create the bounded label sets up front, so a worker that has read nothing yet, or
+        # refused nothing, exposes zeros (dashboards and the job selector show them) rather
+        # than no series at all.
+        for kind in EVENT_KINDS:
+            for outcome in ("applied", "duplicate", "forwarded"):
+                self.events.labels(kind, outcome)
+            self.samples.labels(kind)
+        self.events.labels("invalid", "dead_letter")
+        for stage in DLQ_STAGES:
+            self.dead_letters.labels(stage)
 
 
 
@@ -68,6 +82,9 @@ class TrainerMetrics(_Served):
                           "(click = BCE, rel = L_Rel, align = L_Align, total)", ["task", "term"], registry=registry)
         self.hr = Gauge("unisar_hr", "Hit ratio at k per task and mode", ["task", "k", "mode"], registry=registry)
         self.ndcg = Gauge("unisar_ndcg", "NDCG at k per task and mode", ["task", "k", "mode"], registry=registry)
+        self.nonfinite_rows = Gauge("unisar_nonfinite_score_rows", "Rows of the latest window (prequential) or "
+                                    "held-out set (offline) with a NaN or infinite score: they count against the "
+                                    "model (ranked last); above 0 is a model bug", ["task", "mode"], registry=registry)
         self.samples = Counter("unisar_train_samples_total", "Samples trained on, by task", ["task"],
                                registry=registry)
         self.steps = Counter("unisar_train_steps_total", "Optimiser steps taken by this process", registry=registry)

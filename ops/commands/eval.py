@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     protocol = "full ranking against every known item" if args.full_ranking else \
         "sampled ranking: true item among 99 sampled items the user never interacted with"
     print(f"unisar eval: {protocol}; {len(test)} held-out samples (latest {fraction:g} of each user's)")
-    print(f"{'task':<8}{'rows':>8}" + "".join(f"{c:>9}" for c in COLUMNS))
+    print(f"{'task':<8}{'rows':>8}{'non-finite':>11}" + "".join(f"{c:>9}" for c in COLUMNS))
     for task, r in results.items():
-        print(f"{task:<8}{r['rows']:>8}" + "".join(f"{r[c]:>9.4f}" for c in COLUMNS))
+        print(f"{task:<8}{r['rows']:>8}{r['nonfinite']:>11}" + "".join(f"{r[c]:>9.4f}" for c in COLUMNS))
     if args.json:
         report = {"protocol": "full" if args.full_ranking else "sampled-99", "holdout_last": fraction,
                   "checkpoint": args.checkpoint, "events": args.events, "seed": args.seed, "tasks": results}

@@ -262,6 +262,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 self.metrics.hr.labels(task, k, mode).set(value)
             elif metric == "NDCG":
                 self.metrics.ndcg.labels(task, k, mode).set(value)
+            elif metric == "nonfinite":
+                self.metrics.nonfinite_rows.labels(task, mode).set(value)
 
     # ---- checkpoints and offline evaluation ----------------------------------------------
 

@@ -57,3 +57,30 @@ def test_encode_maps_ids_into_one_local_vocabulary():
     assert t.candidates.shape == (3, 5)
     negative_rows = set(step.item_rows[t.candidates[:, 1:]].flatten().tolist())
     assert not negative_rows & set(tables["items"].find(np.array([9, 11, 12, 13])).tolist())
+
+
+def test_a_searchs_other_clicks_are_never_its_negatives_and_one_row_per_search_is_first():
+    tables = {k: IdTable(64) for k in ("users", "items", "words")}
+    tables["items"].lookup(np.arange(1, 9))  # a pool of 8 items: 3 are the search's clicks
+    s = sample("search", items=(1, 2), query=(7,))
+    batch = collate([s, sample("search", items=(3,), query=(8,))], LIMITS)
+    assert batch.tasks["search"].first.tolist() == [True, False, True]
+    for seed in range(20):
+        step, _ = encode(batch, tables, np.random.default_rng(seed), train=True, n_negatives=5)
+        t = step.tasks["search"]
+        clicks = set(tables["items"].find(np.array([1, 2])).tolist())
+        for row in (0, 1):  # the rows of the search with clicks 1 and 2
+            assert not set(step.item_rows[t.candidates[row, 1:]].tolist()) & clicks
+        assert t.first.tolist() == [True, False, True]
+
+
+def test_negative_queries_equal_to_a_batch_query_share_its_index():
+    tables = {k: IdTable(64) for k in ("users", "items", "words")}
+    tables["items"].lookup(np.arange(1, 20))
+    batch = collate([sample("search", items=(1,), query=(7, 8), search=[SearchBehaviour(5, (9,), (2,))])], LIMITS)
+    rel = np.array([[7, 8, 0], [4, 0, 0], [4, 0, 0], [9, 0, 0]])
+    step, _ = encode(batch, tables, np.random.default_rng(0), train=True, n_negatives=3, rel_queries=rel)
+    queries = [tuple(q[q != 0].tolist()) for q in batch.queries]
+    own, history = queries.index((7, 8)), queries.index((9,))
+    idx = step.rel_queries.tolist()
+    assert idx[0] == own and idx[3] == history and idx[1] == idx[2] not in (own, history)

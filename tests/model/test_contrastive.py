@@ -4,9 +4,19 @@ import torch.nn.functional as F
 from model.contrastive import QueryItemRelevance, info_nce_shared
 
 
-def naive(a, b, tau, pos, anchor):
+def naive(a, b, tau, pos, anchor, pos_key=None, neg_key=None):
+    """Per-pair cross-entropy; a negative equal to one of its anchor's positives is left out."""
     logits = torch.cat([pos.unsqueeze(1), torch.tanh(a[anchor] @ b.T) / tau], 1)
+    if pos_key is not None:
+        owned = torch.zeros(int(anchor.max()) + 1, len(b)).index_add_(
+            0, anchor, (pos_key.unsqueeze(1) == neg_key.unsqueeze(0)).float()) > 0
+        logits = logits.masked_fill(torch.cat([torch.zeros(len(pos), 1, dtype=torch.bool), owned[anchor]], 1),
+                                    float("-inf"))
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+
+
+def no_keys(n_pairs, n_negatives):
+    return torch.full((n_pairs,), -1), torch.arange(n_negatives)
 
 
 def test_shared_negative_infonce_value_and_gradients():
@@ -16,7 +26,7 @@ def test_shared_negative_infonce_value_and_gradients():
     tau = torch.tensor(0.3, dtype=torch.double, requires_grad=True)
     anchor = torch.cat([torch.arange(600), torch.randint(0, 600, (400,))])  # anchors with several pairs
     pos_raw = torch.randn(1000, dtype=torch.double, requires_grad=True)
-    got = info_nce_shared(a, b, tau, torch.tanh(pos_raw) / tau, anchor)
+    got = info_nce_shared(a, b, tau, torch.tanh(pos_raw) / tau, anchor, *no_keys(1000, 30))
     expected = naive(a, b, tau, torch.tanh(pos_raw) / tau, anchor)
     torch.testing.assert_close(got, expected)
     grads = torch.autograd.grad(got, (a, b, tau, pos_raw))
@@ -24,24 +34,53 @@ def test_shared_negative_infonce_value_and_gradients():
         torch.testing.assert_close(g, e)
 
 
+def test_a_negative_equal_to_its_anchors_positive_is_left_out():
+    """No false negatives: values and gradients match the per-pair formulation with those
+    negatives removed, and differ from keeping them."""
+    torch.manual_seed(2)
+    a = torch.randn(50, 6, dtype=torch.double, requires_grad=True)
+    b = torch.randn(20, 6, dtype=torch.double, requires_grad=True)
+    tau = torch.tensor(0.3, dtype=torch.double, requires_grad=True)
+    anchor = torch.cat([torch.arange(50), torch.randint(0, 50, (30,))])
+    pos_raw = torch.randn(80, dtype=torch.double, requires_grad=True)
+    pos_key = torch.randint(0, 25, (80,))  # what each positive is; negatives are keys 0..19
+    neg_key = torch.arange(20)
+    got = info_nce_shared(a, b, tau, torch.tanh(pos_raw) / tau, anchor, pos_key, neg_key)
+    expected = naive(a, b, tau, torch.tanh(pos_raw) / tau, anchor, pos_key, neg_key)
+    torch.testing.assert_close(got, expected)
+    assert not torch.isclose(got, naive(a, b, tau, torch.tanh(pos_raw) / tau, anchor))
+    for g, e in zip(torch.autograd.grad(got, (a, b, tau, pos_raw)), torch.autograd.grad(expected, (a, b, tau, pos_raw))):
+        torch.testing.assert_close(g, e)
+
+
 def test_relevance_loss_equals_the_per_pair_reference_formulation():
     """Deduplicated anchors give exactly the reference's per-pair InfoNCE (both directions),
-    value and gradients."""
+    value and gradients, with the negatives equal to a positive left out."""
     torch.manual_seed(1)
     rel = QueryItemRelevance(8, 0.5).double()
     V_query = torch.randn(10, 8, dtype=torch.double, requires_grad=True)
     V_item = torch.randn(12, 8, dtype=torch.double, requires_grad=True)
+    item_rows = torch.arange(12)
     pair_q = torch.tensor([1, 1, 2, 3, 3, 3, 9])  # repeated queries and items
     pair_i = torch.tensor([4, 5, 4, 6, 7, 4, 11])
-    neg_items, neg_queries = torch.arange(12), torch.tensor([0, 2, 4, 6, 8])
+    neg_items, neg_queries = torch.arange(12), torch.tensor([0, 2, 4, 6, 8])  # query 2 and items 4..7, 11 are positives
 
-    def info_nce(x, pos, negs):
-        logits = torch.cat([(x @ rel.W * pos).sum(1, keepdim=True), x @ rel.W @ negs.T], 1)
-        return F.cross_entropy(torch.tanh(logits) / rel.temperature, torch.zeros(len(x), dtype=torch.long))
+    def info_nce(anchors, pos, negs, left_out):
+        logits = torch.cat([(anchors @ rel.W * pos).sum(1, keepdim=True), anchors @ rel.W @ negs.T], 1)
+        logits = torch.tanh(logits) / rel.temperature
+        return F.cross_entropy(logits.masked_fill(torch.cat([torch.zeros(len(anchors), 1, dtype=torch.bool),
+                                                             left_out], 1), float("-inf")),
+                               torch.zeros(len(anchors), dtype=torch.long))
+
+    def owned(anchor_ids, positive_ids, negative_ids):  # (P, N): negative n is a positive of pair p's anchor
+        same_anchor = anchor_ids.unsqueeze(1) == anchor_ids.unsqueeze(0)  # (P, P)
+        is_positive = positive_ids.unsqueeze(1) == negative_ids.unsqueeze(0)  # (P, N)
+        return (same_anchor.double() @ is_positive.double()) > 0
 
     q, i = V_query[pair_q], V_item[pair_i]
-    expected = 0.5 * (info_nce(q, i, V_item[neg_items]) + info_nce(i, q, V_query[neg_queries]))
-    got = rel(V_query, V_item, pair_q, pair_i, neg_items, neg_queries)
+    expected = 0.5 * (info_nce(q, i, V_item[neg_items], owned(pair_q, pair_i, neg_items))
+                      + info_nce(i, q, V_query[neg_queries], owned(pair_i, pair_q, neg_queries)))
+    got = rel(V_query, V_item, pair_q, pair_i, neg_items, neg_queries, item_rows)
     torch.testing.assert_close(got, expected)
     inputs = (V_query, V_item, rel.W, rel.temperature)
     for g, e in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs)):
