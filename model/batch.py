@@ -63,6 +63,14 @@ class Batch:
         return sum(len(t) for t in self.tasks.values())
 
 
+def ranked(samples: list[Sample], limits: Limits = Limits()) -> dict[str, list[tuple[Sample, int]]]:
+    """The rows a batch of `samples` ranks, per task, in collate's order: (sample, true item)
+    for each rec click, and for each click of a search (up to max_clicks)."""
+    rec = [(s, s.items[0]) for s in samples if s.task == "rec" and s.label == 1]
+    search = [(s, item) for s in samples if s.task == "search" for item in s.items[: limits.max_clicks]]
+    return {task: rows for task, rows in (("rec", rec), ("search", search)) if rows}
+
+
 def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
     queries: dict[tuple[int, ...], int] = {(): 0}
     tasks = {}
@@ -216,6 +224,7 @@ def sample_negatives(
 
 
 _NONE = np.zeros(0, np.int64)
+UNKNOWN = -1  # an item row for an id the model does not hold: embeds to a learned vector, not to padding
 
 
 def encode(
@@ -228,20 +237,28 @@ def encode(
     n_rel_items: int = 0,
     rel_queries: np.ndarray | None = None,
     exclude: dict[int, np.ndarray] | None = None,
+    negatives: dict[str, np.ndarray] | None = None,
+    unknown_rate: float = 0.0,
 ) -> tuple[StepTensors, dict[str, np.ndarray]]:
     """Map a batch's raw ids to table rows and sample its negatives.
 
     `tables` holds an IdTable per kind ("users", "items", "words"). Training inserts
     unseen ids (and returns the rows each table recycled, to be re-initialised); scoring
-    only finds them, an unknown id getting row 0 (the zero vector). Negatives are uniform
-    over the item table's rows, never an item of the user's history or the target, nor one
-    in `exclude[user]`; `n_negatives=None` takes every known item instead (full ranking),
-    marking those the user touched in `blocked`. `rel_queries` (N, W) are L_Rel's shared
+    only finds them: an item the table does not hold gets row UNKNOWN (a learned vector,
+    never the padding vector), an unknown user or word row 0. Negatives are uniform over
+    the item table's rows, never an item of the user's history or the target, nor one in
+    `exclude[user]`; `negatives[task]` (B, n) raw item ids gives them instead (an evaluation
+    draws them itself, so that they depend on its seed, not on the model);
+    `n_negatives=None` takes every known item instead (full ranking), marking those the user
+    touched in `blocked`. In training, each candidate (target or negative) is shown as an
+    unknown item with probability `unknown_rate`, so the unknown-item vector learns what an
+    item the model knows nothing about is worth. `rel_queries` (N, W) are L_Rel's shared
     negative queries (raw words).
     """
     def look(kind: str, ids: np.ndarray) -> np.ndarray:
         if not train:
-            return tables[kind].find(ids)
+            rows = tables[kind].find(ids)
+            return np.where((rows == 0) & (ids != 0), UNKNOWN, rows) if kind == "items" else rows
         rows, recycled[kind] = tables[kind].lookup(ids)
         return rows
 
@@ -260,11 +277,16 @@ def encode(
     local_parts = [p.reshape(a.shape) for p, a in zip(np.split(local, np.cumsum([a.size for a in parts])[:-1]), parts)]
     vocab = np.concatenate(item_rows)
     n_pool, n_local = tables["items"].n_used, len(vocab)
+    unknown_index = None  # the local index of one UNKNOWN entry, for id dropout
+    if train and unknown_rate > 0:
+        item_rows.append(np.array([UNKNOWN]))
+        unknown_index, n_local = n_local, n_local + 1
 
     out = {}
     for i, (name, rows) in enumerate(batch.tasks.items()):
         rec_items, clicks, target, siblings = local_parts[4 * i : 4 * i + 4]
         seen = vocab[np.concatenate([rec_items, clicks.reshape(len(rows), -1), target[:, None], siblings], axis=1)]
+        seen = np.maximum(seen, 0)  # an unknown item is no row to keep out
         if exclude:
             seen = np.concatenate([seen, _padded_rows(tables["items"], [exclude.get(u, _NONE) for u in rows.user])], 1)
         blocked = None
@@ -276,10 +298,15 @@ def encode(
             candidates = np.concatenate([target[:, None], np.broadcast_to(n_local + np.arange(n_pool), (len(rows), n_pool))], 1)
             n_local += n_pool
         else:
-            negatives = sample_negatives(rng, n_pool, seen, n_negatives, strict=not train)
-            item_rows.append(negatives.ravel())
-            candidates = np.concatenate([target[:, None], n_local + np.arange(negatives.size).reshape(negatives.shape)], 1)
-            n_local += negatives.size
+            if negatives is not None and name in negatives:
+                drawn = look("items", negatives[name])
+            else:
+                drawn = sample_negatives(rng, n_pool, seen, n_negatives, strict=not train)
+            item_rows.append(drawn.ravel())
+            candidates = np.concatenate([target[:, None], n_local + np.arange(drawn.size).reshape(drawn.shape)], 1)
+            n_local += drawn.size
+            if unknown_index is not None:
+                candidates[rng.random(candidates.shape) < unknown_rate] = unknown_index
         out[name] = TaskTensors(
             user=torch.from_numpy(user_rows[i]),
             rec_items=torch.from_numpy(rec_items),

@@ -75,6 +75,7 @@ class Learner:
         table_lr: float | None = None,
         l2: float = 3e-5,
         n_negatives: int = 4,
+        unknown_rate: float = 0.05,
         query_pool: int = 50_000,
         device: str = "cpu",
         **config,
@@ -83,7 +84,10 @@ class Learner:
             raise ValueError(f"expected learning rates > 0, got lr={lr} and table_lr={table_lr}")
         self.model_name, self.seed, self.lr, self.l2 = model, seed, lr, l2
         self.table_lr = lr if table_lr is None else table_lr
-        self.n_negatives, self.device = n_negatives, torch.device(device)
+        if not 0.0 <= unknown_rate < 1.0:
+            raise ValueError(f"expected unknown_rate in [0, 1), got {unknown_rate}")
+        # the share of training candidates shown as unknown items (model.batch.encode)
+        self.n_negatives, self.unknown_rate, self.device = n_negatives, unknown_rate, torch.device(device)
         self.config = make_config(model, **config)
         cfg = self.config
         self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
@@ -125,7 +129,7 @@ class Learner:
         rel_queries = self.queries.sample(rng, n_rel)
         self.queries.add(batch.queries)
         step, recycled = encode(
-            batch, self.ids, rng, train=True, n_negatives=self.n_negatives,
+            batch, self.ids, rng, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
             n_rel_items=n_rel, rel_queries=rel_queries,
         )
         self._recycle(recycled)
@@ -163,7 +167,7 @@ class Learner:
         if batch.tasks:
             frozen = {kind: FindOnly(table) for kind, table in self.ids.items()}
             step, _ = encode(
-                batch, frozen, own, train=True, n_negatives=self.n_negatives,
+                batch, frozen, own, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
                 n_rel_items=n_rel, rel_queries=rel_queries,
             )
             self.model.train()
@@ -258,15 +262,20 @@ class Learner:
         n_negatives: int | None = 99,
         exclude: dict[int, np.ndarray] | None = None,
         seed: int | None = None,
+        negatives: dict[str, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Scores (B, C) per task; column 0 is the true item, the others `n_negatives` items
         sampled uniformly from the known items, none of which the user touched (their
-        history, or `exclude[user]`). `n_negatives=None` ranks against every known item
-        (full ranking): the user's own items then score -inf. Learns nothing."""
+        history, or `exclude[user]`), or the raw item ids `negatives[task]` (B, n) given by
+        the caller (model.evaluation draws them independently of the model). An item the
+        model does not hold scores through its unknown-item vector. `n_negatives=None` ranks
+        against every known item (full ranking): the user's own items then score -inf.
+        Learns nothing."""
         if not isinstance(batch, Batch):
             batch = collate(batch, self.limits)
         rng = np.random.default_rng([self.seed if seed is None else seed, self.step, 1])
-        step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude)
+        step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude,
+                         negatives=negatives)
         self.model.eval()
         scores, _ = self.model(step.to(self.device))
         out = {}
@@ -314,7 +323,7 @@ class Learner:
             "model_name": self.model_name,
             "config": dataclasses.asdict(self.config),
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
-                        "n_negatives": self.n_negatives,
+                        "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate,
                         "query_pool": len(self.queries.words)},
             "step": self.step,
             "model": self.model.state_dict(),

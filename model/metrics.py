@@ -67,3 +67,15 @@ def evaluate(scores) -> dict[str, float]:
     out = {f"HR@{k}": hit_rate(scores, k) for k in HR_AT}
     out.update({f"NDCG@{k}": ndcg(scores, k) for k in NDCG_AT})
     return out
+
+
+def report(scores, cold=None) -> dict:
+    """Everything reported for one task's rows: {"rows", "nonfinite", "cold_share", the
+    metrics, "warm": {"rows", metrics}, "cold": {"rows", metrics}}. `cold` (rows,) marks the
+    true items the model had never seen (none if not given)."""
+    s = _matrix(scores)
+    cold = np.zeros(len(s), bool) if cold is None else np.asarray(cold, bool)
+    out = {"rows": len(s), "nonfinite": nonfinite_rows(s), "cold_share": float(cold.mean()), **evaluate(s)}
+    for name, part in (("warm", s[~cold]), ("cold", s[cold])):
+        out[name] = {"rows": len(part), **(evaluate(part) if len(part) else {})}
+    return out

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import StepTensors
+from model.batch import UNKNOWN, StepTensors
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Popularity(nn.Module):
         self.cfg = cfg
         self.logit = nn.Embedding(cfg.n_items, 1, padding_idx=0, sparse=True)
         nn.init.zeros_(self.logit.weight)
+        self.unknown = nn.Parameter(torch.zeros(1))  # an item it has never counted
 
     def tables(self) -> dict[str, list[nn.Embedding]]:
         return {"items": [self.logit]}
@@ -38,7 +39,8 @@ class Popularity(nn.Module):
         self.logit.weight[rows] = 0.0
 
     def forward(self, step: StepTensors) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        per_item = self.logit(step.item_rows).squeeze(-1)  # (U,)
+        rows = step.item_rows
+        per_item = torch.where(rows == UNKNOWN, self.unknown, self.logit(rows.clamp_min(0)).squeeze(-1))  # (U,)
         scores = {task: per_item[t.candidates] for task, t in step.tasks.items()}  # (B, C)
         if not self.training:
             return scores, {}

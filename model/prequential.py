@@ -1,11 +1,14 @@
 """Prequential (test-then-train) quality over a sliding window: each batch is scored before
-the learner sees it, and the window reports the paper's metrics over its last `size` rows.
-Pure bookkeeping; the scores come from Learner.score."""
+the learner sees it, and the window reports the paper's metrics over its last `size` rows
+(with the non-finite rows, the share of cold targets, and warm and cold targets apart:
+model.metrics.report). Pure bookkeeping; the scores come from Learner.score."""
 from __future__ import annotations
 
 from collections import deque
 
-from model.metrics import evaluate, nonfinite_rows
+import numpy as np
+
+from model.metrics import report
 
 
 class SlidingWindow:
@@ -13,28 +16,44 @@ class SlidingWindow:
         if size < 1:
             raise ValueError(f"window size must be at least 1, got {size}")
         self.size = size
-        self._batches: dict[str, deque[tuple[int, dict[str, float]]]] = {}
+        self._batches: dict[str, deque[tuple[np.ndarray, np.ndarray]]] = {}
         self._rows: dict[str, int] = {}
 
-    def add(self, task: str, scores) -> None:
-        """Add one batch of a task's score matrix (rows: true item in column 0)."""
+    def add(self, task: str, scores, cold=None) -> None:
+        """Add one batch of a task's score matrix (rows: true item in column 0); `cold` marks
+        the rows whose true item the model had never seen."""
         if len(scores) == 0:
             return
+        scores = np.asarray(scores, np.float64)
+        cold = np.zeros(len(scores), bool) if cold is None else np.asarray(cold, bool)
         batches = self._batches.setdefault(task, deque())
-        batches.append((len(scores), {**evaluate(scores), "nonfinite": nonfinite_rows(scores) / len(scores)}))
+        batches.append((scores, cold))
         self._rows[task] = self._rows.get(task, 0) + len(scores)
         # drop whole old batches while the rest still fills the window
-        while len(batches) > 1 and self._rows[task] - batches[0][0] >= self.size:
-            self._rows[task] -= batches.popleft()[0]
+        while len(batches) > 1 and self._rows[task] - len(batches[0][0]) >= self.size:
+            self._rows[task] -= len(batches.popleft()[0])
 
-    def result(self) -> dict[str, dict[str, float]]:
-        """{task: {"HR@1": ..., "NDCG@10": ..., "rows": n, "nonfinite": rows with a NaN or
-        infinite score}}, row-weighted over the window."""
+    def result(self) -> dict[str, dict]:
+        """{task: model.metrics.report(...)} over the window's rows (batches may have
+        different numbers of candidates: each is reported, then weighted by rows)."""
         out = {}
         for task, batches in self._batches.items():
-            rows = sum(n for n, _ in batches)
-            names = batches[0][1].keys()
-            out[task] = {name: sum(n * m[name] for n, m in batches) / rows for name in names}
-            out[task]["rows"] = rows
-            out[task]["nonfinite"] = round(out[task]["nonfinite"] * rows)
+            widths = {m.shape[1] for m, _ in batches}
+            if len(widths) == 1:
+                out[task] = report(np.concatenate([m for m, _ in batches]), np.concatenate([c for _, c in batches]))
+            else:
+                out[task] = _weighted([report(m, c) for m, c in batches])
         return out
+
+
+def _weighted(reports: list[dict]) -> dict:
+    rows = sum(r["rows"] for r in reports)
+    out = {"rows": rows, "nonfinite": sum(r["nonfinite"] for r in reports),
+           "cold_share": sum(r["cold_share"] * r["rows"] for r in reports) / rows}
+    names = [k for k, v in reports[0].items() if isinstance(v, float) and k != "cold_share"]
+    out.update({k: sum(r[k] * r["rows"] for r in reports) / rows for k in names})
+    for part in ("warm", "cold"):
+        have = [r[part] for r in reports if r[part]["rows"]]
+        n = sum(p["rows"] for p in have)
+        out[part] = {"rows": n, **({k: sum(p[k] * p["rows"] for p in have) / n for k in names} if n else {})}
+    return out

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import StepTensors, TaskTensors
+from model.batch import UNKNOWN, StepTensors, TaskTensors
 from model.contrastive import QueryItemRelevance, TransitionAlignment
 from model.layers import Attention, Dropout, Encoder, Fusion, mlp
 
@@ -79,8 +79,9 @@ class UniSARConfig:
 
 class Embeddings(nn.Module):
     """Users, items and queries: tanh(Linear(id embedding)); a query is the mean of its
-    word embeddings. A padding id (row 0, also an id the tables do not hold) embeds to
-    exactly zero. Rows start as N(0, init_std^2), nn.Embedding's default for init_std = 1:
+    word embeddings. A padding id (row 0; also a user or word the tables do not hold) embeds
+    to exactly zero; an item the table does not hold (row UNKNOWN) embeds through a learned
+    id vector, trained by showing known candidates as unknown now and then (model.batch). Rows start as N(0, init_std^2), nn.Embedding's default for init_std = 1:
     the reference's xavier-normal over a fixed 670k-row table gives std 0.002, a scale
     that depends on the table's size (a recycled, bounded table cannot mimic it) and
     leaves tanh(Linear(.)) nearly constant for hundreds of steps."""
@@ -92,6 +93,7 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(cfg.n_words, cfg.id_dim, padding_idx=0, sparse=True)
         self.user_proj = nn.Linear(cfg.id_dim, cfg.d)
         self.item_proj = nn.Linear(cfg.id_dim, cfg.d)
+        self.unknown_item = nn.Parameter(torch.randn(cfg.id_dim) * cfg.init_std)
         self.query_proj = nn.Linear(cfg.id_dim, cfg.d)
         self.init_std = cfg.init_std
         for table in self.tables().values():
@@ -108,7 +110,9 @@ class Embeddings(nn.Module):
         return torch.tanh(self.user_proj(self.user(rows))) * (rows != 0).unsqueeze(-1)
 
     def items(self, rows: torch.Tensor) -> torch.Tensor:  # (U,) -> (U, d)
-        return torch.tanh(self.item_proj(self.item(rows))) * (rows != 0).unsqueeze(-1)
+        unknown = (rows == UNKNOWN).unsqueeze(-1)
+        ids = torch.where(unknown, self.unknown_item, self.item(rows.clamp_min(0)))
+        return torch.tanh(self.item_proj(ids)) * (rows != 0).unsqueeze(-1)
 
     def queries(self, word_rows: torch.Tensor, words: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         # distinct words (V,) -> their embeddings once; bags of local word indices -> (Q, d)

@@ -82,6 +82,13 @@ class TrainerMetrics(_Served):
                           "(click = BCE, rel = L_Rel, align = L_Align, total)", ["task", "term"], registry=registry)
         self.hr = Gauge("unisar_hr", "Hit ratio at k per task and mode", ["task", "k", "mode"], registry=registry)
         self.ndcg = Gauge("unisar_ndcg", "NDCG at k per task and mode", ["task", "k", "mode"], registry=registry)
+        self.cold_share = Gauge("unisar_cold_target_share", "Share of the latest window's (prequential) or "
+                                "held-out set's (offline) true items the model had never seen: scored through "
+                                "its unknown-item vector", ["task", "mode"], registry=registry)
+        self.hr_targets = Gauge("unisar_hr_by_target", "Hit ratio at k on warm (seen in training) and cold "
+                                "(never seen) true items apart", ["task", "k", "mode", "targets"], registry=registry)
+        self.ndcg_targets = Gauge("unisar_ndcg_by_target", "NDCG at k on warm and cold true items apart",
+                                  ["task", "k", "mode", "targets"], registry=registry)
         self.nonfinite_rows = Gauge("unisar_nonfinite_score_rows", "Rows of the latest window (prequential) or "
                                     "held-out set (offline) with a NaN or infinite score: they count against the "
                                     "model (ranked last); above 0 is a model bug", ["task", "mode"], registry=registry)

@@ -223,8 +223,9 @@ class ContinualTrainer(ConsumerRebalanceListener):
         first batches of a fresh model are not scored: 99 negatives need 100 known items."""
         batch = collate(samples, self.learner.limits)  # once, for both passes
         if samples and len(self.learner.ids["items"]) > 2 * 100:
+            known = self.learner.ids["items"]
             for task, scores in self.learner.score(batch).items():
-                self.window.add(task, scores.numpy())
+                self.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)
         return self.learner.learn_many(batch, self.sync)
 
     def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
@@ -255,7 +256,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 m.evictions.labels(kind).inc(evicted)
             self._evictions_seen[kind] = evictions
 
-    def _export_quality(self, task: str, mode: str, result: dict[str, float]) -> None:
+    def _export_quality(self, task: str, mode: str, result: dict) -> None:
         for name, value in result.items():
             metric, _, k = name.partition("@")
             if metric == "HR":
@@ -264,6 +265,14 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 self.metrics.ndcg.labels(task, k, mode).set(value)
             elif metric == "nonfinite":
                 self.metrics.nonfinite_rows.labels(task, mode).set(value)
+            elif metric == "cold_share":
+                self.metrics.cold_share.labels(task, mode).set(value)
+            elif metric in ("warm", "cold"):
+                for part_name, part_value in value.items():
+                    part_metric, _, part_k = part_name.partition("@")
+                    if part_metric in ("HR", "NDCG"):
+                        gauge = self.metrics.hr_targets if part_metric == "HR" else self.metrics.ndcg_targets
+                        gauge.labels(task, part_k, mode, metric).set(part_value)
 
     # ---- checkpoints and offline evaluation ----------------------------------------------
 
