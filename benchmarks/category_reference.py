@@ -23,7 +23,7 @@ import numpy as np
 from model.batch import sample_negatives
 from model.evaluation import evaluable, interacted
 from model.metrics import evaluate
-from stream.contract.offline import load_samples, split_holdout
+from stream.contract.offline import load_samples, split_heldout
 from stream.contract.history import Limits
 from stream.contract.ids import item_id
 
@@ -44,11 +44,12 @@ def history_categories(sample, category: dict[int, str]) -> Counter:
     return cats
 
 
-def evaluate_reference(events, categories, holdout: float = 0.1, seed: int = 0) -> dict[str, dict[str, float]]:
-    """{task: {"rows": n, "HR@1": ..., "NDCG@10": ...}} on the held-out samples of `events`."""
+def evaluate_reference(events, categories, heldout: float = 0.1, seed: int = 0) -> dict[str, dict[str, float]]:
+    """{task: {"rows": n, "HR@1": ..., "NDCG@10": ...}} on the held-out samples of `events` (the rule of
+    `unisar fit`'s default: the latest `heldout` of all samples in event time)."""
     category = read_categories(categories)
     samples, _ = load_samples(str(events))
-    train, test = split_holdout(samples, holdout)
+    train, test = split_heldout(samples, heldout)
     exclude = interacted(samples)
     known = np.fromiter(sorted({i for s in train for i in s.items}), np.int64)
 

@@ -17,20 +17,20 @@ import torch
 from model.evaluation import evaluable, evaluate_samples, interacted
 from model.learner import Learner
 from model.metrics import NAMES
-from stream.contract.offline import load_samples, split_holdout
+from stream.contract.offline import heldout_rule, load_samples, split_heldout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="written by `unisar fit`")
-    parser.add_argument("--events", required=True, help="the JSONL file it was fitted on")
+    parser.add_argument("--events", required=True, help="the event file it was fitted on")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle and of the negatives")
     args = parser.parse_args()
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     learner = Learner.from_state_dict(checkpoint)
     samples, _ = load_samples(args.events)
-    holdout = checkpoint.get("fit", {}).get("holdout_last", 0.1)
-    test = [s for s in evaluable(split_holdout(samples, holdout)[1]) if s.task == "search"]
+    fraction, per_user = heldout_rule(checkpoint.get("fit", {}))  # the samples `unisar fit` held out
+    test = [s for s in evaluable(split_heldout(samples, fraction or 0.1, per_user)[1]) if s.task == "search"]
     if not test:
         raise SystemExit(f"query_probe: expected held-out searches with clicks in {args.events}, got none")
     queries = [s.query for s in test]

@@ -68,18 +68,21 @@ def draw_negatives(sample, target: int, pool: np.ndarray, exclude: np.ndarray, n
 
 
 def evaluate_samples(learner, samples: list, *, exclude: dict | None = None, pool: np.ndarray | None = None,
-                     full_ranking: bool = False, seed: int = 0, batch_size: int = 1024) -> dict[str, dict]:
+                     full_ranking: bool = False, seed: int = 0, batch_size: int = 1024,
+                     progress=None) -> dict[str, dict]:
     """{task: {"rows": n, "nonfinite": rows with a NaN or infinite score, "cold_share": share of
     true items the model has never seen, "HR@1": ..., "NDCG@10": ..., "warm": {...}, "cold":
     {...}}}; learns nothing. `pool`: the items negatives are drawn from (default: every item
-    `samples` mention); `full_ranking` ranks against every item the model knows instead."""
+    `samples` mention); `full_ranking` ranks against every item the model knows instead.
+    `progress` wraps the iterable of batch starts (e.g. a tqdm bar)."""
     exclude = exclude or {}
     pool = item_pool(samples) if pool is None else pool
     none = np.zeros(0, np.int64)
     scores: dict[str, list] = {}
     cold: dict[str, list] = {}
     known = learner.ids["items"]
-    for i in range(0, len(samples), batch_size):
+    starts = range(0, len(samples), batch_size)
+    for i in starts if progress is None else progress(starts):
         chunk = samples[i : i + batch_size]
         rows = ranked(chunk, learner.limits)
         negatives = None

@@ -8,13 +8,26 @@ import logging
 import sys
 
 from ops.commands import COMMANDS
+from ops.commands._common import CommandError, Parser
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("unisar-stream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(  # sub-parsers are Parsers too: one-line errors, defaults in --help
         prog="unisar",
-        description="Continual training of UniSAR from a live stream of search and browse events.",
+        description="Continual training of UniSAR from a live stream of search and browse events. "
+                    "Settings come from flags, else from UNISAR_* environment variables, else defaults.",
     )
+    parser.add_argument("--version", action="version", version=f"unisar {version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -25,7 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # not built yet
         module.register(sub)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each (sub-)command's parser records its name (`unisar data split`) in the parsed
+    args, for its error lines; the innermost command's name wins."""
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in action.choices.values():
+                child.set_defaults(command_prog=child.prog)
+                _name_commands(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"{getattr(args, 'command_prog', 'unisar')}: error: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -68,7 +68,7 @@ TASKS = ("rec", "search")
 LOSS_TERMS = ("click", "rel", "align", "total")
 MODES = ("prequential", "offline")
 ID_TABLES = ("users", "items", "words")
-SKIP_REASONS = ("duplicate", "stale", "undecodable", "unlearnable")
+SKIP_REASONS = ("duplicate", "stale", "undecodable", "unlearnable", "exposure")
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20, 30, 60, 120, 300)
 
 
@@ -114,7 +114,8 @@ class TrainerMetrics(_Served):
                                  "(skipped)", registry=registry)
         self.skipped = Counter("unisar_train_samples_skipped_total", "Samples consumed but not trained on, by "
                                "reason (duplicate: an at-least-once repeat of a trained event; stale: older than "
-                               "max_staleness_s; undecodable)", ["reason"], registry=registry)
+                               "max_staleness_s; undecodable; unlearnable: cannot be collated; exposure: a rec "
+                               "exposure without a click, which no loss uses)", ["reason"], registry=registry)
         self.checkpoints = Counter("unisar_checkpoints_total", "Checkpoints written", registry=registry)
         self.last_checkpoint = Gauge("unisar_last_checkpoint_timestamp_seconds", "Unix time of the newest "
                                      "checkpoint", registry=registry)

@@ -94,7 +94,8 @@ def _plot(path: Path, title: str, lines: dict[str, tuple[list[float], list[float
     return True
 
 
-def _plot_panels(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], list[float]]]]) -> bool:
+def plot_panels(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], list[float]]]],
+                xlabel: str = "seconds since start") -> bool:
     """One small panel per entry, each on its own y scale: loss terms differ by 20x (L_Align
     about 10, a click loss about 0.5), and one shared axis flattens the small ones."""
     import matplotlib
@@ -113,7 +114,7 @@ def _plot_panels(path: Path, title: str, panels: dict[str, dict[str, tuple[list[
         for label, (xs, ys) in lines.items():
             ax.plot(xs, ys, label=label, linewidth=1.4)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("seconds since start", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels):]:
@@ -134,7 +135,7 @@ def write_report(out: Path, record: RunRecord, summary: dict) -> list[Path]:
     for key in sorted(k for k in keys if k.startswith("loss/")):
         _, task, term = key.split("/", 2)
         panels.setdefault(f"loss: {term}", {})[task] = record.series(key)
-    if _plot_panels(out / "losses.png", "Joint loss terms, one panel per term (lines: tasks)", panels):
+    if plot_panels(out / "losses.png", "Joint loss terms, one panel per term (lines: tasks)", panels):
         plots.append(out / "losses.png")
     for task in ("rec", "search"):
         quality = {f"{m}@{k} {mode}": record.series(f"{m.lower()}/{task}/{k}/{mode}")

@@ -1,74 +1,70 @@
-"""One typed settings object, read once at the edge (CLI) and passed down.
+"""Typed settings, read once at the edge (CLI) and passed down.
 
-Every field can come from the environment with the prefix UNISAR_ (UNISAR_BROKERS,
-UNISAR_STATE_DIR, ...); command-line flags override the environment.
+Each component reads a small group of settings: the Kafka connection (`KafkaSettings`), the
+topic names and partitions (`TopicSettings`), the state store (`StoreSettings`), the /metrics
+bind address (`MetricsSettings`), the stream worker (`WorkerSettings`), the continual trainer
+(`TrainerSettings`) and its scale-out (`ScaleOutSettings`). `Settings` is all of them at once:
+it inherits every group, so it keeps flat attribute access (`settings.brokers`) and can be
+passed wherever a function asks for one group (`def f(kafka: KafkaSettings)`); `view(Group)`
+cuts out one group's values as that group's own object.
+
+Every field comes from the environment with the prefix UNISAR_ (UNISAR_BROKERS,
+UNISAR_STATE_DIR, ...), whichever group it sits in. The CLI makes a flag of every field a
+command reads (ops/commands/_common.add_settings_flags: `--name-with-dashes`, plus the
+aliases named in `flags`); flags override the environment, the environment overrides the
+defaults below.
 """
 from __future__ import annotations
+
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 19092
+ENV_PREFIX = "UNISAR_"
+
+G = TypeVar("G", bound="SettingsGroup")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNISAR_", frozen=True)
+def cli(*flags: str, metavar: str | None = None, default: str | None = None, hidden: bool = False) -> dict:
+    """How a field appears on the command line: extra flag names (older, shorter spellings
+    kept working), the placeholder shown in --help, the default as --help words it, or
+    `hidden` (environment only)."""
+    out: dict = {"flags": list(flags)}
+    if metavar:
+        out["metavar"] = metavar
+    if default:
+        out["default"] = default
+    if hidden:
+        out["hidden"] = True
+    return out
 
-    brokers: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="Kafka bootstrap servers, comma-separated")
-    # Passed through to the Kafka clients for a real cluster.
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: str | None = None
 
-    events_topic: str = "sar.events"
-    samples_topic: str = "sar.samples"
-    dlq_topic: str = "sar.events.dlq"
-    changelog_topic: str = "sar.histories.changelog"
-    # Fixed up front: a user's history lives on the partition its key hashes to.
-    partitions: int = Field(4, ge=1, le=1024)
+class SettingsGroup(BaseSettings):
+    """Base of the groups: one prefix for all, immutable once read."""
 
-    group: str = "unisar-worker"
-    state_dir: str = "./state-data"
-    state_memory_mb: int = Field(64, ge=8, description="RocksDB memory budget in MiB: block cache, with index and "
-                                                       "filter blocks and memtables charged to it")
-    metrics_addr: str = Field("127.0.0.1", description="address the /metrics servers bind (0.0.0.0: all)")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the /metrics server")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+    title: ClassVar[str] = "settings"
 
-    max_rec: int = Field(30, ge=1, le=255)
-    max_search: int = Field(30, ge=1, le=255)
-    max_clicks: int = Field(5, ge=1, le=255)
 
-    commit_interval_s: float = Field(1.0, gt=0, description="flush state, samples and offsets this often")
-    max_poll_records: int = Field(5000, ge=1)
+class KafkaSettings(SettingsGroup):
+    """How to reach the Kafka cluster (the embedded broker by default; SASL/TLS for a real one)."""
 
-    # ---- the continual trainer
-    trainer_group: str = "unisar-trainer"
-    model: str = "unisar"
-    batch_size: int = Field(1024, ge=1, description="samples per test-then-train step")
-    max_wait_s: float = Field(2.0, gt=0, description="train on a partial batch after this long")
-    checkpoint_dir: str = "./checkpoints"
-    checkpoint_every_steps: int = Field(50, ge=1)
-    checkpoint_every_s: float = Field(60.0, gt=0)
-    keep_checkpoints: int = Field(3, ge=1)
-    window: int = Field(5000, ge=1, description="rows in the prequential sliding window")
-    trainer_metrics_port: int = Field(9109, ge=0, le=65535)
-    heldout: str | None = Field(None, description="time-ordered event file (JSONL) for the offline evaluation")
-    heldout_last: float = Field(0.1, gt=0, lt=1, description="its trailing fraction held out for evaluation")
-    offline_every_steps: int = Field(100, ge=1)
-    dedup_window: int = Field(1 << 20, ge=1, description="event ids remembered to drop repeated samples")
-    max_staleness_s: float | None = Field(None, gt=0, description="shed samples ingested longer ago (default: train on all)")
-    n_users: int = Field(1 << 15, ge=2, description="rows of the user id table")
-    n_items: int = Field(1 << 18, ge=2, description="rows of the item id table")
-    n_words: int = Field(1 << 17, ge=2, description="rows of the word id table")
-    seed: int = 0
-    device: str = "cpu"
-    # ---- scale-out: trainer ranks in one torch.distributed (gloo) process group
-    world_size: int = Field(1, ge=1, le=1024, description="trainer processes sharing the samples partitions")
-    rank: int = Field(0, ge=0, description="this trainer's rank, 0..world_size-1 (rank 0 checkpoints)")
-    dist_addr: str = Field("127.0.0.1:29500", description="HOST:PORT of rank 0's rendezvous")
-    dist_timeout_s: float = Field(300.0, gt=0, description="rendezvous and collective timeout")
+    title: ClassVar[str] = "kafka connection"
+
+    brokers: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="Kafka bootstrap servers, comma-separated "
+                         "(the default is where `unisar broker` listens)",
+                         json_schema_extra=cli(metavar="HOST:PORT[,...]"))
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how the Kafka clients talk to the brokers")
+    sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-256 (the password "
+                                       "comes from the environment only: UNISAR_SASL_PASSWORD)")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: str | None = Field(None, repr=False, description="SASL password (environment only: a flag would "
+                                      "show in the process list)", json_schema_extra=cli(hidden=True))
+    ssl_cafile: str | None = Field(None, description="CA bundle (PEM) that verifies the brokers' TLS certificates",
+                                   json_schema_extra=cli(metavar="FILE"))
 
     def kafka_common(self) -> dict:
         """Connection settings shared by aiokafka and kafka-python clients."""
@@ -80,3 +76,170 @@ class Settings(BaseSettings):
                 sasl_plain_password=self.sasl_password,
             )
         return out
+
+
+class TopicSettings(SettingsGroup):
+    """The project's topics; created with these names and partitions when missing."""
+
+    title: ClassVar[str] = "topics"
+
+    events_topic: str = Field("sar.events", description="raw events (event v1, key = user)",
+                              json_schema_extra=cli(metavar="TOPIC"))
+    samples_topic: str = Field("sar.samples", description="training samples, from the workers to the trainers",
+                               json_schema_extra=cli(metavar="TOPIC"))
+    dlq_topic: str = Field("sar.events.dlq", description="dead letters: bad events with the reason",
+                           json_schema_extra=cli(metavar="TOPIC"))
+    changelog_topic: str = Field("sar.histories.changelog", description="compacted changelog of the per-user "
+                                 "histories (a worker restores its state from it)",
+                                 json_schema_extra=cli(metavar="TOPIC"))
+    # Fixed up front: a user's history lives on the partition its key hashes to.
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the events, samples and changelog "
+                            "topics when they are created (fixed up front: faust cannot re-partition)",
+                            json_schema_extra=cli(metavar="N"))
+
+
+class StoreSettings(SettingsGroup):
+    """The RocksDB store of the per-user histories."""
+
+    title: ClassVar[str] = "state store"
+
+    state_dir: str = Field("./state-data", description="RocksDB directory of the per-user histories (one "
+                           "writing process at a time)", json_schema_extra=cli(metavar="DIR"))
+    state_memory_mb: int = Field(64, ge=8, description="RocksDB memory budget in MiB: block cache, with index and "
+                                 "filter blocks and memtables charged to it", json_schema_extra=cli(metavar="MB"))
+
+
+class MetricsSettings(SettingsGroup):
+    """Where the Prometheus /metrics servers listen."""
+
+    title: ClassVar[str] = "metrics"
+
+    metrics_addr: str = Field("127.0.0.1", description="address the /metrics servers bind (0.0.0.0: all)",
+                              json_schema_extra=cli(metavar="ADDR"))
+
+
+class WorkerSettings(SettingsGroup):
+    """The stream worker: events -> histories -> samples."""
+
+    title: ClassVar[str] = "worker"
+
+    group: str = Field("unisar-worker", description="the workers' Kafka consumer group",
+                       json_schema_extra=cli(metavar="GROUP"))
+    metrics_port: int = Field(9108, ge=0, le=65535, description="the worker's /metrics port (0: no /metrics server)",
+                              json_schema_extra=cli(metavar="PORT"))
+    max_rec: int = Field(30, ge=1, le=255, description="rec behaviours kept in each user's history",
+                         json_schema_extra=cli(metavar="N"))
+    max_search: int = Field(30, ge=1, le=255, description="search behaviours kept in each user's history",
+                            json_schema_extra=cli(metavar="N"))
+    max_clicks: int = Field(5, ge=1, le=255, description="clicked items kept per search behaviour",
+                            json_schema_extra=cli(metavar="N"))
+    commit_interval_s: float = Field(1.0, gt=0, description="flush state, samples and offsets this often, in seconds",
+                                     json_schema_extra=cli("--commit-interval", metavar="S"))
+    max_poll_records: int = Field(5000, ge=1, description="records taken from Kafka per poll at most",
+                                  json_schema_extra=cli(metavar="N"))
+
+
+class TrainerSettings(SettingsGroup):
+    """The continual trainer: samples -> test-then-train -> checkpoints, offline evaluation."""
+
+    title: ClassVar[str] = "trainer"
+
+    trainer_group: str = Field("unisar-trainer", description="the trainers' Kafka consumer group",
+                               json_schema_extra=cli(metavar="GROUP"))
+    model: str = Field("unisar", description="model of the zoo (model.registry)",
+                       json_schema_extra=cli(metavar="NAME"))
+    batch_size: int = Field(1024, ge=1, description="samples per test-then-train step",
+                            json_schema_extra=cli(metavar="N"))
+    max_wait_s: float = Field(2.0, gt=0, description="train on a partial batch after this many seconds",
+                              json_schema_extra=cli("--max-wait", metavar="S"))
+    checkpoint_dir: str = Field("./checkpoints", description="checkpoint directory; the trainer resumes from "
+                                "the newest checkpoint in it", json_schema_extra=cli(metavar="DIR"))
+    checkpoint_every_steps: int = Field(50, ge=1, description="checkpoint every N steps",
+                                        json_schema_extra=cli("--checkpoint-every", metavar="N"))
+    checkpoint_every_s: float = Field(60.0, gt=0, description="and at least every S seconds",
+                                      json_schema_extra=cli(metavar="S"))
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept on disk",
+                                  json_schema_extra=cli("--keep", metavar="N"))
+    window: int = Field(5000, ge=1, description="rows in the prequential sliding window",
+                        json_schema_extra=cli(metavar="N"))
+    trainer_metrics_port: int = Field(9109, ge=0, le=65535, description="the trainer's /metrics port (0: no "
+                                      "/metrics server)", json_schema_extra=cli("--metrics-port", metavar="PORT"))
+    heldout: str | None = Field(None, description="event file (.jsonl, .jsonl.gz, .parquet) whose latest samples are the offline evaluation set",
+                                json_schema_extra=cli(metavar="FILE", default="none, no offline evaluation"))
+    heldout_last: float = Field(0.1, gt=0, lt=1, description="the latest fraction of --heldout's samples in event "
+                                "time, held out for evaluation", json_schema_extra=cli(metavar="F"))
+    offline_every_steps: int = Field(100, ge=1, description="steps between offline evaluations",
+                                     json_schema_extra=cli("--offline-every", metavar="N"))
+    dedup_window: int = Field(1 << 20, ge=1, description="event ids remembered to drop repeated samples",
+                              json_schema_extra=cli(metavar="N"))
+    max_staleness_s: float | None = Field(None, gt=0, description="shed samples ingested more than S seconds ago, "
+                                          "counted in unisar_train_samples_skipped_total{reason=\"stale\"}",
+                                          json_schema_extra=cli("--max-staleness", metavar="S",
+                                                                default="none, train on every sample"))
+    n_users: int = Field(1 << 15, ge=2, description="rows of the user id table",
+                         json_schema_extra=cli("--users", metavar="N"))
+    n_items: int = Field(1 << 18, ge=2, description="rows of the item id table",
+                         json_schema_extra=cli("--items", metavar="N"))
+    n_words: int = Field(1 << 17, ge=2, description="rows of the word id table",
+                         json_schema_extra=cli("--words", metavar="N"))
+    seed: int = Field(0, description="seed of the model's initialisation and sampling",
+                      json_schema_extra=cli(metavar="N"))
+    device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N",
+                        json_schema_extra=cli(metavar="DEVICE"))
+
+
+class ScaleOutSettings(SettingsGroup):
+    """W trainer processes (the same settings otherwise) share the samples partitions: rank R
+    consumes the partitions p with p % W == R; every step averages the ranks' gradients
+    (torch.distributed, gloo). Rank 0 loads and writes the checkpoints and runs the offline
+    evaluation; give each rank its own --metrics-port."""
+
+    title: ClassVar[str] = "scale-out"
+
+    world_size: int = Field(1, ge=1, le=1024, description="trainer processes sharing the samples partitions",
+                            json_schema_extra=cli(metavar="W"))
+    rank: int = Field(0, ge=0, description="this trainer's rank, 0..W-1 (rank 0 checkpoints)",
+                      json_schema_extra=cli(metavar="R"))
+    dist_addr: str = Field("127.0.0.1:29500", description="HOST:PORT of rank 0's rendezvous, the same for every rank",
+                           json_schema_extra=cli(metavar="HOST:PORT"))
+    dist_timeout_s: float = Field(300.0, gt=0, description="seconds to wait for the other ranks at start-up and in "
+                                  "each collective", json_schema_extra=cli("--dist-timeout", metavar="S"))
+
+
+GROUPS: tuple[type[SettingsGroup], ...] = (KafkaSettings, TopicSettings, StoreSettings, MetricsSettings,
+                                           WorkerSettings, TrainerSettings, ScaleOutSettings)
+
+
+class Settings(ScaleOutSettings, TrainerSettings, WorkerSettings, MetricsSettings, StoreSettings, TopicSettings,
+               KafkaSettings):
+    """Every group at once, with flat fields (the demo passes all of them to its children)."""
+
+    title: ClassVar[str] = "settings"
+
+    def view(self, group: type[G]) -> G:
+        """This object's values of one group, as that group's own (typed, frozen) object."""
+        return group.model_construct(**{name: getattr(self, name) for name in group.model_fields})
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return self.view(KafkaSettings)
+
+    @property
+    def topics(self) -> TopicSettings:
+        return self.view(TopicSettings)
+
+    @property
+    def store(self) -> StoreSettings:
+        return self.view(StoreSettings)
+
+    @property
+    def worker(self) -> WorkerSettings:
+        return self.view(WorkerSettings)
+
+    @property
+    def trainer(self) -> TrainerSettings:
+        return self.view(TrainerSettings)
+
+    @property
+    def scale_out(self) -> ScaleOutSettings:
+        return self.view(ScaleOutSettings)

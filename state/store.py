@@ -103,8 +103,17 @@ class StoreOptions:
 
 
 class RocksHistoryStore:
-    def __init__(self, path: str | Path, options: StoreOptions = StoreOptions()) -> None:
+    def __init__(self, path: str | Path, options: StoreOptions = StoreOptions(), read_only: bool = False) -> None:
+        """Open (and create) the store at `path`. `read_only` opens an existing store beside
+        its writer and changes nothing; a folder that holds no RocksDB store raises
+        FileNotFoundError before anything is written there."""
         self.path = Path(path)
+        if read_only:
+            if not (self.path / "CURRENT").is_file():
+                raise FileNotFoundError(f"{str(self.path)!r} holds no RocksDB store (no CURRENT file)")
+            self._db = rocksdict.Rdict(str(self.path), options.to_options(),
+                                       access_type=rocksdict.AccessType.read_only())
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         self._db = rocksdict.Rdict(str(self.path), options.to_options())
 

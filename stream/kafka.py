@@ -8,12 +8,12 @@ import ssl
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ops.settings import Settings
+from ops.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
 
-def aio_kwargs(settings: Settings) -> dict:
+def aio_kwargs(settings: KafkaSettings) -> dict:
     """Connection kwargs for aiokafka clients (TLS through an SSL context)."""
     kwargs = settings.kafka_common()
     if "SSL" in settings.security_protocol:
@@ -21,7 +21,7 @@ def aio_kwargs(settings: Settings) -> dict:
     return kwargs
 
 
-def sync_kwargs(settings: Settings) -> dict:
+def sync_kwargs(settings: KafkaSettings) -> dict:
     """Connection kwargs for kafka-python clients."""
     kwargs = settings.kafka_common()
     if settings.ssl_cafile:

@@ -1,12 +1,13 @@
 """`unisar demo`: the whole system on this machine, with nothing to install or start.
 
 It starts the embedded broker and creates the topics; simulates events (or loads
-ml-100k or a file) and holds out the latest 10% for offline evaluation; runs a stream
-worker and a continual trainer as their own processes; replays the rest into Kafka; shows a
-live view (events/s, samples/s, losses, HR/NDCG per task); stops on Ctrl-C, after
---duration, or once the trainer has learned from everything; and writes a report to --out:
-PNG plots of losses and HR/NDCG over time, summary.json and summary.md. Everything it
-started stops on exit, errors included.
+ml-100k or an event file: .jsonl, .jsonl.gz or .parquet) and holds out the latest 10%
+of the samples in event time (`--heldout-last`) for offline evaluation; runs a stream
+worker and a continual trainer as their own processes; replays the events before the
+held-out ones into Kafka; shows a live view (events/s, samples/s, losses, HR/NDCG per
+task); stops on Ctrl-C, after --duration, or once the trainer has learned from
+everything; and writes a report to --out: PNG plots of losses and HR/NDCG over time,
+summary.json and summary.md. Everything it started stops on exit, errors included.
 """
 from __future__ import annotations
 
@@ -18,16 +19,20 @@ OFFLINE_WAIT_S = 120  # once training is done, how long to wait for the final mo
 
 
 def register(sub) -> None:
+    from ops.commands._common import RawDescriptionHelpFormatter
+
     p = sub.add_parser("demo", help="run the whole system end to end on the embedded broker",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="simulator",
-                   help="simulator (default), ml-100k, or a path to an event file (JSONL, time-ordered)")
+                   help="simulator (default), ml-100k, or a path to an event file (.jsonl, .jsonl.gz or .parquet)")
     p.add_argument("--events", type=int, default=DEFAULT_EVENTS, help=f"simulated events (default {DEFAULT_EVENTS})")
     p.add_argument("--users", type=int, default=1_500, help="simulated users (default 1500)")
     p.add_argument("--rate", type=float, help="events per second to replay at (default: as fast as possible)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-last", type=float, default=0.1, metavar="F",
+                   help="the latest F of the samples in event time, held out for the offline evaluation (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data preparation and of the trainer")
     p.add_argument("--offline-every", type=int, default=40, dest="offline_every_steps",
                    help="trainer steps between offline (held-out) evaluations (default 40)")
     p.add_argument("--worker-metrics-port", type=int, default=0,
@@ -66,8 +71,9 @@ def _dataset(args, out: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ops.commands._common import fail
+    from ops.commands._common import fail, load_settings
 
+    load_settings()  # a bad UNISAR_* variable (passed on to the worker and trainer) stops us before any work
     if args.events <= 0 or args.users <= 0 or args.batch_size <= 0 or args.offline_every_steps <= 0:
         fail("--events, --users, --batch-size and --offline-every must be positive")
     for flag in ("worker_metrics_port", "trainer_metrics_port"):
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("rate", "duration"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             fail(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if not 0.0 < args.heldout_last < 1.0:
+        fail(f"--heldout-last: expected a fraction in (0, 1), got {args.heldout_last}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events_path = _dataset(args, out)
@@ -85,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_system(args, events_path, run_dir) -> int:
-    import itertools
     import sys
     import threading
     import time
@@ -93,25 +100,30 @@ def _run_system(args, events_path, run_dir) -> int:
     from ops.broker import EmbeddedBroker, free_port
     from ops.metrics import scrape_samples
     from ops.processes import Child
+    from ops.commands._common import fail, load_settings
     from ops.report import RunRecord, flatten
-    from ops.settings import Settings
     from stream.kafka import ensure_topics_sync
-    from stream.contract.offline import read_jsonl_values, split_by_time
+    from stream.contract.files import DataError, SourceUnavailable
+    from stream.contract.offline import describe, heldout_replay
     from stream.ingest.producer import EventProducer, Pacer, produce_lines
 
-    cutoff, heldout = split_by_time(str(events_path), 0.1)
-    print(f"{events_path}: replaying the first {cutoff:,} events; the samples of the rest ({len(heldout):,}) "
-          f"are the offline evaluation set")
+    try:  # the trainer's --heldout holds out the same samples (stream.contract.offline)
+        to_send, heldout = heldout_replay(events_path, args.heldout_last)
+    except (DataError, SourceUnavailable) as exc:
+        fail(f"--dataset: {exc}")
+    cutoff = len(to_send)
+    print(f"{events_path}: replaying {cutoff:,} events; the samples of the rest ({len(heldout):,}, "
+          f"{describe(args.heldout_last)}) are the offline evaluation set")
     record = RunRecord()
     stop = threading.Event()
     produced = {"sent": 0, "invalid": 0}
     children: list[Child] = []
     with EmbeddedBroker(log_path=run_dir / "broker.log") as broker:
-        settings = Settings(
+        settings = load_settings(
             brokers=broker.bootstrap, state_dir=str(run_dir / "state"), checkpoint_dir=str(run_dir / "checkpoints"),
             metrics_port=args.worker_metrics_port or free_port(),
             trainer_metrics_port=args.trainer_metrics_port or free_port(), batch_size=args.batch_size,
-            max_wait_s=1.0, heldout=str(events_path), heldout_last=0.1,
+            max_wait_s=1.0, heldout=str(events_path), heldout_last=args.heldout_last,
             offline_every_steps=args.offline_every_steps, seed=args.seed,
             n_users=max(1024, 2 * args.users), n_items=1 << 16, n_words=1 << 14)
         ensure_topics_sync(settings)
@@ -122,9 +134,12 @@ def _run_system(args, events_path, run_dir) -> int:
                   f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}", flush=True)
 
             def replay() -> None:
-                lines = (v + b"\n" for v in itertools.islice(read_jsonl_values(str(events_path)), cutoff))
-                with EventProducer(settings) as producer:
-                    summary = produce_lines(producer, _Stoppable(lines, stop), Pacer(args.rate))
+                try:
+                    with EventProducer(settings) as producer:
+                        summary = produce_lines(producer, _Stoppable(to_send, stop), Pacer(args.rate))
+                except Exception as exc:  # noqa: BLE001 - reported by the main loop, which stops the demo
+                    produced["error"] = f"{type(exc).__name__}: {exc}"
+                    return
                 produced.update(sent=summary.sent, invalid=len(summary.invalid))
                 produced["done"] = True
 
@@ -134,10 +149,11 @@ def _run_system(args, events_path, run_dir) -> int:
             idle_since = None
             while True:
                 time.sleep(1.0)
+                if "error" in produced:
+                    fail(f"replaying the events failed: {produced['error']}", 1)
                 for child in children:
                     if not child.alive():
-                        raise SystemExit(f"unisar demo: the {child.command} exited with code {child.proc.returncode};"
-                                         f" see {child.log_path}")
+                        fail(f"the {child.command} exited with code {child.proc.returncode}; see {child.log_path}", 1)
                 values = {}
                 for port in (settings.metrics_port, settings.trainer_metrics_port):
                     try:
@@ -164,12 +180,14 @@ def _run_system(args, events_path, run_dir) -> int:
             stop.set()
             for child in reversed(children):
                 child.stop()
-    return _finish(run_dir, record, produced, settings, events_path, len(heldout), [c.pid for c in children])
+    return _finish(run_dir, record, produced, settings, events_path, len(heldout), [c.pid for c in children],
+                   args.heldout_last)
 
 
-def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -> int:
+def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, heldout_last) -> int:
     from model.metrics import NAMES
     from ops.report import write_report
+    from stream.contract.offline import GLOBAL
 
     offline_step = int(record.last("offline_step", -1))
     quality = {}
@@ -187,7 +205,8 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -
             losses[key[5:]] = {"first": sum(head) / len(head), "last": sum(tail) / len(tail)}
     summary = {
         "events_file": str(events_path), "events_replayed": produced["sent"], "invalid_lines": produced["invalid"],
-        "heldout_samples": n_heldout, "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
+        "heldout_samples": n_heldout, "heldout_last": heldout_last, "heldout_rule": GLOBAL,
+        "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
         "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
         "model_step": record.last("step", 0), "offline_eval_step": offline_step,
         "dead_letters": record.last("dead_letters", 0),
@@ -212,7 +231,8 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids) -
 
 
 class _Stoppable:
-    """Iterate `lines` until `stop` is set (the replay ends early on Ctrl-C or --duration)."""
+    """Iterate `lines`, (line number, raw value) pairs, until `stop` is set (the replay ends
+    early on Ctrl-C or --duration)."""
 
     def __init__(self, lines, stop) -> None:
         self.lines, self.stop = lines, stop

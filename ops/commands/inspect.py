@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import argparse
 
+from ops.commands._common import add_settings_flags
+from ops.settings import StoreSettings
+
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print one user's stored history",
-                       description="Read a worker's RocksDB directory (stop the worker first: one process "
-                                   "owns it) and print the user's history in time order.")
+                       description="Open a worker's RocksDB directory read-only (beside a running worker, "
+                                   "as of the moment it opens) and print the user's history in time order.")
     p.add_argument("--user", required=True, help="the raw user id, as in the events (e.g. u42)")
-    p.add_argument("--state-dir", default=None, help="RocksDB directory (default ./state-data)")
-    p.add_argument("--events", help="an event file (JSONL) to translate hashed ids back to raw item ids and words")
+    p.add_argument("--events", help="an event file (.jsonl, .jsonl.gz or .parquet) to translate hashed ids back to raw item ids "
+                                     "and words")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_settings_flags(p, StoreSettings)
     p.set_defaults(func=run)
 
 
@@ -21,19 +25,24 @@ def run(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from ops.commands._common import fail
-    from ops.settings import Settings
-    from state.store import RocksHistoryStore
+    from ops.commands._common import fail, settings_from
+    from state.store import RocksHistoryStore, StoreOptions
     from stream.contract import history as hist
     from stream.contract.ids import user_id
 
-    state_dir = args.state_dir or Settings().state_dir
+    settings = settings_from(args)
+    state_dir = settings.state_dir
     if not os.path.isdir(state_dir):
-        fail(f"expected a RocksDB directory at --state-dir {state_dir!r}, found nothing there")
-    try:
-        store = RocksHistoryStore(state_dir)
-    except Exception as exc:
-        fail(f"cannot open {state_dir!r} (is a worker still running on it?): {exc}")
+        fail(f"--state-dir: expected a RocksDB directory written by `unisar worker`, got {state_dir!r} "
+             f"(nothing there)")
+    try:  # read-only: never create or change a store, nor turn some other folder into one
+        store = RocksHistoryStore(state_dir, StoreOptions(memory_budget_bytes=settings.state_memory_mb << 20),
+                                  read_only=True)
+    except FileNotFoundError:
+        fail(f"--state-dir: expected a RocksDB directory written by `unisar worker`, got {state_dir!r} "
+             f"(a folder without a store)")
+    except Exception as exc:  # rocksdict raises a plain Exception, e.g. for a damaged store
+        fail(f"--state-dir: cannot open the store in {state_dir!r}: {exc}")
     try:
         raw = store.get(user_id(args.user))
     finally:
@@ -74,27 +83,27 @@ def _raw_names(path: str, history) -> dict[int, str]:
     import orjson
 
     from ops.commands._common import fail
+    from stream.contract.files import DataError, SourceUnavailable, read_values
     from stream.contract.ids import item_id, word_id
 
     wanted = {b.item for b in history.rec} | {i for b in history.search for i in (*b.query, *b.clicks)}
     names: dict[int, str] = {}
     try:
-        with open(path, "rb") as fh:
-            for line in fh:
-                try:
-                    event = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                query = event.get("query")
-                words = query.lower().split() if isinstance(query, str) else query if isinstance(query, list) else []
-                for raw in [event.get("item"), *(event.get("clicks") or [])]:
-                    if isinstance(raw, (str, int)) and item_id(raw) in wanted:
-                        names[item_id(raw)] = str(raw)
-                for raw in words:
-                    if isinstance(raw, (str, int)) and word_id(raw) in wanted:
-                        names[word_id(raw)] = str(raw)
-    except OSError as exc:
-        fail(f"cannot read --events {path!r}: {exc.strerror}")
+        for _line, value in read_values(path):
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            query = event.get("query")
+            words = query.lower().split() if isinstance(query, str) else query if isinstance(query, list) else []
+            for raw in [event.get("item"), *(event.get("clicks") or [])]:
+                if isinstance(raw, (str, int)) and item_id(raw) in wanted:
+                    names[item_id(raw)] = str(raw)
+            for raw in words:
+                if isinstance(raw, (str, int)) and word_id(raw) in wanted:
+                    names[word_id(raw)] = str(raw)
+    except (DataError, SourceUnavailable) as exc:
+        fail(f"cannot read --events: {exc}")
     return names

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ops.commands._common import add_kafka_flags
+from ops.commands._common import add_settings_flags
+from ops.settings import KafkaSettings, MetricsSettings, StoreSettings, TopicSettings, WorkerSettings
 
 
 def register(sub) -> None:
@@ -12,33 +13,22 @@ def register(sub) -> None:
                                    "in RocksDB, emit one training sample per rec event and per search with "
                                    "clicks, dead-letter bad events, serve Prometheus /metrics. Ctrl-C stops "
                                    "it cleanly (final commit).")
-    p.add_argument("--state-dir", help="RocksDB directory (env UNISAR_STATE_DIR, default ./state-data)")
-    p.add_argument("--state-memory-mb", type=int, help="RocksDB memory budget in MiB: block cache, index and "
-                   "filter blocks and memtables together (env UNISAR_STATE_MEMORY_MB, default 64)")
-    p.add_argument("--group", help="consumer group (default unisar-worker)")
-    p.add_argument("--metrics-port", type=int, help="port for /metrics (default 9108; 0 = off)")
-    p.add_argument("--commit-interval", type=float, dest="commit_interval_s",
-                   help="seconds between commits (default 1.0)")
-    p.add_argument("--max-rec", type=int, help="rec behaviours kept per user (default 30)")
-    p.add_argument("--max-search", type=int, help="search behaviours kept per user (default 30)")
-    add_kafka_flags(p)
+    add_settings_flags(p, WorkerSettings, StoreSettings, MetricsSettings, KafkaSettings, TopicSettings)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ops.commands._common import fail, run_until_signalled, settings_from
+    from ops.commands._common import fail, require_broker, run_until_signalled, settings_from
     from ops.metrics import WorkerMetrics
     from ops.runtime import return_large_blocks
     from state.store import RocksHistoryStore, StoreOptions
     from stream.kafka import ensure_topics
     from stream.ingest.worker import StreamWorker
 
-    settings = settings_from(args, state_dir=args.state_dir, state_memory_mb=args.state_memory_mb,
-                             group=args.group, metrics_port=args.metrics_port,
-                             commit_interval_s=args.commit_interval_s, max_rec=args.max_rec,
-                             max_search=args.max_search)
+    settings = settings_from(args)
+    require_broker(settings)
     return_large_blocks()
     metrics = WorkerMetrics()
     if settings.metrics_port:

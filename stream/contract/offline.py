@@ -1,16 +1,19 @@
 """The stream's step, run over a finite event source in memory: the one code path that
-`unisar fit`, tests and benchmarks use to turn events into histories and samples exactly
-as the worker would (same validation, same history step, same sample codec)."""
+`unisar fit`, `eval`, `train --heldout`, the demo, tests and benchmarks use to turn events
+into histories and samples exactly as the worker would (same validation, same history step,
+same sample codec); and the one held-out rule they all share (`split_heldout`)."""
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stream.contract import history as hist
 from stream.contract import samples
-from stream.contract.samples import decode
 from stream.contract.events import Event, Rejection, parse_event
+from stream.contract.files import read_values
+from stream.contract.samples import Sample, decode
 
 
 @dataclass
@@ -39,51 +42,114 @@ class OfflineStream:
             yield sample
 
 
-def read_jsonl_values(path: str) -> Iterator[bytes]:
-    """Raw lines of a JSONL event file (blank lines skipped), as the producer would send them."""
-    with open(path, "rb") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                yield line
+def load_samples(path: str | Path, progress=None) -> tuple[list[Sample], list[tuple[int, Rejection]]]:
+    """Replay an event file (JSONL, .jsonl.gz or parquet: stream.contract.files) through the
+    stream's step, in file order. Returns (decoded samples in file order, rejections as
+    (line number, Rejection)). A file that cannot be read raises DataError or SourceUnavailable.
+    `progress` wraps the iterable of (line, value) pairs, e.g. a tqdm bar."""
+    values = read_values(path)
+    samples, rejected, _ = _replay(values if progress is None else progress(values))
+    return samples, rejected
 
 
-def split_by_time(path: str, last_fraction: float) -> tuple[int, list]:
-    """For a time-ordered event file: (number of leading lines to replay, decoded samples of
-    the trailing `last_fraction` of its lines). The held-out samples carry the histories the
-    stream would have built from everything before them."""
-    from stream.contract import samples as sample_codec
-
-    if not 0.0 < last_fraction < 1.0:
-        raise ValueError(f"held-out fraction: expected a number in (0, 1), got {last_fraction}")
-    values = list(read_jsonl_values(path))
-    cutoff = int(len(values) * (1.0 - last_fraction))
+def _replay(values) -> tuple[list[Sample], list[tuple[int, Rejection]], list[int]]:
+    """(samples, rejections, the offset, i.e. position among the values, of each sample's event)."""
     stream = OfflineStream()
-    held: list = []
-    for offset, raw in enumerate(values):
+    samples: list[Sample] = []
+    rejected: list[tuple[int, Rejection]] = []
+    offsets: list[int] = []
+    for offset, (line, raw) in enumerate(values):
         event = parse_event(raw)
         if isinstance(event, Rejection):
+            rejected.append((line, event))
             continue
         for encoded in stream.feed_event(event, offset):
-            if offset >= cutoff:
-                held.append(sample_codec.decode(encoded))
-    return cutoff, held
+            samples.append(decode(encoded))
+            offsets.append(offset)
+    return samples, rejected, offsets
 
 
-def load_samples(path: str) -> tuple[list, list]:
-    """Replay a JSONL event file through the stream's step. Returns (samples, rejections)."""
-    stream = OfflineStream()
-    samples = [decode(raw) for raw in stream.feed(read_jsonl_values(path))]
-    return samples, stream.rejected
+# ---------------------------------------------------------------- the held-out rule
+#
+# One rule for `unisar fit`, `eval`, `train --heldout` and the demo (flag `--heldout-last F`):
+# the latest F of the samples in event time, for everyone at once (the paper's last-day
+# split: test = the latest slice of time). Samples are ordered by `ts`, ties by file order,
+# never by file order alone. `--heldout-per-user` (fit and eval) keeps the older rule: the
+# latest F of each user's samples.
+
+GLOBAL = "global-time"
+PER_USER = "per-user"
+RULES = (GLOBAL, PER_USER)
 
 
-def split_holdout(samples: list, fraction: float) -> tuple[list, list]:
-    """(train, test): the latest `fraction` of each user's samples (rounded down) is test."""
-    by_user: dict[int, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        by_user[s.user].append(i)
+def describe(fraction: float, per_user: bool = False) -> str:
+    """The rule in words, for output: 'the latest 0.1 of all samples in event time'."""
+    if per_user:
+        return f"the latest {fraction:g} of each user's samples (per-user rule)"
+    return f"the latest {fraction:g} of all samples in event time"
+
+
+def heldout_indices(samples: list[Sample], fraction: float, per_user: bool = False) -> set[int]:
+    """Positions in `samples` (in file order) of the held-out ones: the latest
+    floor(n * fraction) by (ts, position), of all n samples or (per_user) of each user's."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"held-out fraction: expected a number in [0, 1], got {fraction}")
+    groups: list[list[int]]
+    if per_user:
+        by_user: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(samples):
+            by_user[s.user].append(i)
+        groups = list(by_user.values())
+    else:
+        groups = [list(range(len(samples)))]
     test: set[int] = set()
-    for idx in by_user.values():
-        idx.sort(key=lambda i: samples[i].ts)
-        test.update(idx[len(idx) - int(len(idx) * fraction) :])
+    for idx in groups:
+        k = int(len(idx) * fraction + 1e-9)  # floor, without 0.29 * 100 = 28.999...
+        if k:
+            idx.sort(key=lambda i: (samples[i].ts, i))
+            test.update(idx[len(idx) - k :])
+    return test
+
+
+def split_heldout(samples: list[Sample], fraction: float, per_user: bool = False) -> tuple[list, list]:
+    """(train, test), each in file order: test is the latest `fraction` of the samples in
+    event time (ties: file order), of all of them or, with `per_user`, of each user's."""
+    test = heldout_indices(samples, fraction, per_user)
     return [s for i, s in enumerate(samples) if i not in test], [s for i, s in enumerate(samples) if i in test]
+
+
+def heldout_samples(path: str | Path, fraction: float) -> list[Sample]:
+    """`unisar train --heldout FILE --heldout-last F`: the held-out samples of an event file
+    (the global rule). Their histories are those the stream builds from everything before them."""
+    samples, _ = load_samples(path)
+    return split_heldout(samples, fraction)[1]
+
+
+def heldout_replay(path: str | Path, fraction: float) -> tuple[list[tuple[int, bytes]], list[Sample]]:
+    """The demo's split of an event file, read once: (the (line, raw value) pairs to stream,
+    the held-out samples). The held-out samples are those of `heldout_samples(path, fraction)`;
+    the pairs are every line of the file, in file order, except the valid events that come at
+    or after the first held-out sample in (ts, file order), so nothing of the held-out time
+    is trained on. Invalid lines stay in, for the producer to report."""
+    values = list(read_values(path))
+    samples, _, offsets = _replay(values)
+    test = heldout_indices(samples, fraction)
+    if not test:
+        return values, []
+    cut = min((samples[i].ts, offsets[i]) for i in test)
+    replay = []
+    for offset, (line, raw) in enumerate(values):
+        event = parse_event(raw)
+        if isinstance(event, Rejection) or (event.ts, offset) < cut:
+            replay.append((line, raw))
+    return replay, [s for i, s in enumerate(samples) if i in test]
+
+
+def heldout_rule(fit_record: dict) -> tuple[float | None, bool]:
+    """(fraction, per_user) that `unisar fit` recorded in a checkpoint's "fit" record.
+    Checkpoints written before the global rule recorded only `holdout_last`: per-user."""
+    if "heldout_last" in fit_record:
+        return fit_record["heldout_last"], fit_record.get("heldout_rule") == PER_USER
+    if "holdout_last" in fit_record:
+        return fit_record["holdout_last"], True
+    return None, False

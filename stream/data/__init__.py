@@ -3,45 +3,21 @@ timestamp order, so one pipeline (JSONL -> producer -> worker) serves all of the
 
 Modules: `kuaisar` (the KuaiSAR layout), `movielens` (ml-100k with derived searches),
 `simulator` (a calibrated synthetic stream), `convert` (generic CSV/JSONL/parquet with a
-column mapping), `split` (time splits), `stats` (transition statistics), `jsonl` (event and
-category files), `tabular` (row readers that report file and line on bad input).
+column mapping), `split` (time splits), `stats` (transition statistics), `jsonl` (writing event
+files; category files), `tabular` (CSV readers that report file and line on bad input).
 
 The core is pure generators of dicts; files are read and written at the edges. Bad input
 raises `DataError`, which names the file, the line, what was expected and what arrived;
-the CLI prints it and exits non-zero.
+the CLI prints it and exits non-zero. Event files are read by stream.contract.files (JSONL,
+`.jsonl.gz`, parquet), the one reader every command shares.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-
-class DataError(Exception):
-    """Malformed input: where (file, line), what was expected, what arrived."""
-
-    def __init__(self, source: str | Path, line: int | None, expected: str, got: str) -> None:
-        self.source = str(source)
-        self.line = line
-        self.expected = expected
-        self.got = got
-        where = self.source if line is None else f"{self.source}:{line}"
-        super().__init__(f"{where}: expected {expected}, got {got}")
-
-
-class SourceUnavailable(Exception):
-    """A data set could not be obtained (offline, missing file, missing optional package)."""
-
-
-def require_pyarrow(purpose: str):
-    """Import pyarrow for parquet, or raise SourceUnavailable saying how to get it."""
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SourceUnavailable(
-            f"{purpose} needs the optional package pyarrow, which is not installed "
-            "(pip install pyarrow), or use JSONL instead"
-        ) from None
-    return pq
+# Malformed input, missing sources and the parquet import belong to the event-file reader
+# (stream.contract.files): one error format and one install hint for every file the project reads.
+from stream.contract.files import DataError, SourceUnavailable, require_pyarrow  # noqa: F401
 
 
 def show(value: object, limit: int = 60) -> str:

@@ -26,7 +26,8 @@ import orjson
 
 from stream.contract.events import MIN_TS_MS, Rejection, validate
 from stream.data import DataError, show
-from stream.data.tabular import CsvTable, jsonl_rows, parquet_rows, parse_ms
+from stream.contract.files import read_dicts
+from stream.data.tabular import CsvTable, parse_ms
 
 FIELDS = ("user", "item", "ts", "type", "click", "query", "clicks", "event_id")
 TYPES = {"rec": "rec", "recommendation": "rec", "browse": "rec", "search": "search", "query": "search", "src": "search"}
@@ -87,8 +88,7 @@ def rows(path: str | Path, fmt: str, mapping: Mapping, delimiter: str | None = N
             for line, row in table:
                 yield line, {c: row[i] for c, i in index}
     elif fmt in ("jsonl", "parquet"):
-        source = jsonl_rows(path) if fmt == "jsonl" else parquet_rows(path)
-        for line, obj in source:
+        for line, obj in read_dicts(path, fmt):  # the event-file reader: .gz, parquet (null cells absent)
             yield line, {c: obj.get(c) for c in wanted}
     else:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

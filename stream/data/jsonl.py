@@ -1,14 +1,16 @@
 """Event and category files: the edges every source writes through.
 
 Events: JSONL (one event v1 object per line; `.jsonl.gz` is gzip-compressed) or parquet
-(`.parquet`, needs pyarrow). Every event is validated against event v1 on the way out, so a
-file written here is one the producer and worker accept. Files are written to a temporary
-name and renamed at the end: a failed run leaves no half-written file behind.
+(`.parquet`, needs pyarrow: pip install 'unisar-stream[parquet]'). Every event is validated
+against event v1 on the way out, so a file written here is one the producer and worker
+accept. Files are written to a temporary name and renamed at the end: a failed run leaves no
+half-written file behind. Event files are read by stream.contract.files (read_values,
+read_dicts, read_events), which every command shares.
 
-Parquet layout (a flat table, one row per event): v, event_id, user, ts (int64 ms), type,
-item, click, query, clicks (list of strings). Ids and query words are written as strings:
-stream.contract.ids hashes 12 and "12" alike, so nothing the model sees changes; a word-id query
-becomes its ids joined by spaces.
+Parquet layout (the schema in stream.contract.files; a flat table, one row per event): v,
+event_id, user, ts (int64 ms), type, item, click, query, clicks (list of strings). Ids and
+query words are written as strings: stream.contract.ids hashes 12 and "12" alike, so nothing
+the model sees changes; a word-id query becomes its ids joined by spaces.
 
 Categories: `X.categories.csv` beside `X.jsonl`, header `item,category`, one item a line.
 """
@@ -24,9 +26,9 @@ from pathlib import Path
 import orjson
 from tqdm import tqdm
 
-from stream.contract.events import Event, Rejection, validate
+from stream.contract.events import Rejection, validate
 from stream.data import DataError, require_pyarrow, show
-from stream.data.tabular import CsvTable, jsonl_rows
+from stream.data.tabular import CsvTable
 
 PARQUET_BATCH = 65_536
 
@@ -160,17 +162,6 @@ def _flat(event: dict) -> dict:
         "query": query,
         "clicks": None if clicks is None else [str(c) for c in clicks],
     }
-
-
-def read_events(path: str | Path) -> Iterator[tuple[int, dict, Event]]:
-    """(line, dict, validated Event) for each event of a JSONL file; DataError on the first bad one."""
-    if is_parquet(path):
-        raise DataError(path, None, "a JSONL events file (.jsonl or .jsonl.gz)", "parquet")
-    for line, obj in jsonl_rows(path):
-        event = validate(obj)
-        if isinstance(event, Rejection):
-            raise DataError(path, line, f"an event v1 ({event.expected})", event.got)
-        yield line, obj, event
 
 
 # ---------------------------------------------------------------- categories

@@ -19,7 +19,6 @@ Definitions (the simulator is calibrated against exactly these):
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import statistics
 from collections import Counter
 from collections.abc import Iterable
@@ -29,7 +28,8 @@ from pathlib import Path
 import orjson
 
 from stream.contract.events import Rejection, validate
-from stream.data import DataError, show
+from stream.contract.files import open_events
+from stream.data import show
 from stream.data.jsonl import progress
 
 TRANSITIONS = ("r2r", "r2s", "s2r", "s2s")
@@ -160,25 +160,18 @@ def compute(events: Iterable[dict], categories: dict[str, str] | None = None) ->
 
 
 def file_stats(path: str | Path, categories: dict[str, str] | None = None, keep_invalid: int = 5) -> dict:
-    """Statistics of a JSONL events file. Lines that are not valid event v1 are counted
-    (and the first few reported with their line numbers), not fatal."""
+    """Statistics of an events file (JSONL, .jsonl.gz or parquet). Lines that are not valid
+    event v1 are counted (and the first few reported with their line numbers), not fatal."""
     stats = StreamStats(categories)
     invalid: list[str] = []
     n_invalid = 0
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "an existing events file", "no such file")
-    if path.name.endswith(".parquet"):
-        raise DataError(path, None, "a JSONL events file (.jsonl or .jsonl.gz)", "parquet")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        for line_no, line in enumerate(progress(fh, f"reading {path.name}", unit="line"), 1):
-            if not line.strip():
-                continue
+    name = Path(path).name
+    with open_events(path) as source:
+        for line_no, value in progress(source.values(), f"reading {name}", unit="line"):
             try:
-                obj = orjson.loads(line)
+                obj = orjson.loads(value)
             except orjson.JSONDecodeError as exc:
-                obj, reason = None, f"decode: expected JSON, got {show(line[:40])} ({exc.msg})"
+                obj, reason = None, f"decode: expected JSON, got {show(value[:40])} ({exc.msg})"
             if obj is not None:
                 checked = validate(obj)
                 if isinstance(checked, Rejection):

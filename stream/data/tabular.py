@@ -1,6 +1,7 @@
-"""Row readers for CSV, JSONL and parquet that know where they are, and value parsers that
-turn a bad cell into a DataError naming file, line, column, what was expected and what
-arrived. Used by every loader, so all of them report malformed input the same way."""
+"""CSV row readers that know where they are, and value parsers that turn a bad cell into a
+DataError naming file, line, column, what was expected and what arrived. Used by every
+loader, so all of them report malformed input the same way. JSONL and parquet rows (event
+files, and convert's inputs) are read by stream.contract.files."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import orjson
-
-from stream.data import DataError, require_pyarrow, show
+from stream.data import DataError, show
 
 
 def open_text(path: str | Path) -> TextIO:
@@ -92,36 +91,6 @@ class CsvTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "an existing file", "no such file")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataError(path, line_no, "one JSON object per line", f"{show(line[:60])} ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, line_no, "a JSON object", type(obj).__name__)
-            yield line_no, obj
-
-
-def parquet_rows(path: str | Path, batch_rows: int = 65_536) -> Iterator[tuple[int, dict]]:
-    """(row number from 1, row dict) of a parquet file; needs pyarrow."""
-    pq = require_pyarrow("reading parquet")
-    row = 0
-    for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=batch_rows):
-        for record in batch.to_pylist():
-            row += 1
-            yield row, record
 
 
 # ---------------------------------------------------------------- cell parsers

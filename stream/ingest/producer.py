@@ -1,16 +1,17 @@
 """Event producers: a small kafka-python client, and file replay with validation.
 
+Files are read by stream.contract.files (JSONL, `.jsonl.gz`, parquet, `-` for stdin), which
+yields each event's raw value with its line number; `produce_lines` validates and sends them.
+
 Settings are explicit because kafka-python 3.x changed its defaults: acks="all" and
 idempotence on (the broker drops a retried duplicate), key = the raw user id so a user's
 events share one partition and stay in order.
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import orjson
 from kafka import KafkaProducer
@@ -53,18 +54,16 @@ class EventProducer:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    number: int  # 1-based line number in the file
+    number: int  # 1-based line number in the file (row, for parquet)
     key: bytes | None  # raw user id, None when invalid
     value: bytes
     rejection: Rejection | None
 
 
-def check_lines(stream: Iterable[bytes]) -> Iterator[Line]:
-    """Validate each non-blank line of a JSONL stream; the value is sent verbatim."""
-    for number, raw in enumerate(stream, 1):
-        value = raw.strip()
-        if not value:
-            continue
+def check_lines(values: Iterable[tuple[int, bytes]]) -> Iterator[Line]:
+    """Validate each (line number, raw value) of an event file (stream.contract.files.read_values);
+    the value is sent verbatim."""
+    for number, value in values:
         if len(value) > MAX_EVENT_BYTES:
             yield Line(number, None, value, Rejection("decode", f"a line of at most {MAX_EVENT_BYTES} bytes",
                                                       f"{len(value)} bytes"))
@@ -122,9 +121,10 @@ class ProduceSummary:
         return "\n".join(lines)
 
 
-def produce_lines(producer: EventProducer, source: BinaryIO, pacer: Pacer,
+def produce_lines(producer: EventProducer, source: Iterable[tuple[int, bytes]], pacer: Pacer,
                   progress=None) -> ProduceSummary:
-    """Send every valid line of `source`; report invalid ones with their line numbers."""
+    """Send every valid event of `source`, (line number, raw value) pairs as
+    stream.contract.files yields them; report invalid ones with their line numbers."""
     summary = ProduceSummary()
     started = time.monotonic()
     try:
@@ -147,7 +147,4 @@ def _ts(value: bytes) -> int | None:
     ts = orjson.loads(value).get("ts")
     return ts if isinstance(ts, int) else None
 
-
-def open_source(path: str) -> BinaryIO:
-    return sys.stdin.buffer if path == "-" else open(path, "rb")
 

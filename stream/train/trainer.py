@@ -39,6 +39,7 @@ from stream.kafka import aio_kwargs
 log = logging.getLogger(__name__)
 TERMS = {"bce": "click", "rel": "rel", "align": "align"}
 UNLEARNABLE = "unlearnable"
+EXPOSURE = "exposure"
 
 
 def _collates(sample) -> bool:
@@ -236,6 +237,9 @@ class ContinualTrainer(ConsumerRebalanceListener):
         m.batch_size.set(len(samples))
         now = time.time()
         for s in samples:
+            if s.task == "rec" and s.label != 1:  # an exposure without a click: no loss uses it yet
+                m.skipped.labels(EXPOSURE).inc()
+                continue
             m.samples.labels(s.task).inc()
             if s.ingest_ms:
                 m.freshness.observe(max(0.0, now - s.ingest_ms / 1000))
@@ -311,7 +315,11 @@ class ContinualTrainer(ConsumerRebalanceListener):
 
         def run() -> None:
             started = time.monotonic()
-            results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed)
+            try:
+                results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed)
+            except ValueError as exc:  # e.g. a held-out set with too few items for 99 negatives
+                log.error("offline evaluation at step %d skipped: %s", snapshot.step, exc)
+                return
             self.metrics.offline_eval_seconds.observe(time.monotonic() - started)
             self.metrics.last_offline_eval.set(time.time())
             for task, result in results.items():

@@ -30,7 +30,8 @@ def test_fit_then_eval_learns_the_planted_transitions(events_file, checkpoint, t
     printed = capsys.readouterr().out
     assert "sampled ranking" in printed and "HR@10" in printed
     results = json.loads(report.read_text())
-    assert results["protocol"] == "sampled-99" and results["holdout_last"] == 0.1
+    assert results["protocol"] == "sampled-99" and results["heldout_last"] == 0.1
+    assert results["heldout_rule"] == "global-time" and "of all samples in event time" in printed
     for task in ("rec", "search"):
         assert results["tasks"][task]["rows"] > 50
         assert results["tasks"][task]["HR@10"] > 0.2, results["tasks"]  # random: 0.10
@@ -44,7 +45,7 @@ def test_full_ranking_is_reported_as_such(events_file, checkpoint, capsys):
 def test_bad_inputs_get_a_message_and_a_non_zero_exit(events_file, checkpoint, tmp_path, capsys):
     missing = str(tmp_path / "nope.jsonl")
     assert main(["fit", "--events", missing, "--out", str(tmp_path / "x.pt")]) == 2
-    assert "expected a readable JSONL file" in capsys.readouterr().err
+    assert "--events: " in (err := capsys.readouterr().err) and "expected a readable event file" in err
     assert main(["fit", "--events", str(events_file), "--out", "x.pt", "--set", "colour=red"]) == 2
     assert "expected FIELD=VALUE" in capsys.readouterr().err
     assert main(["fit", "--events", str(events_file), "--out", "x.pt", "--set", "use_mask=maybe"]) == 2
@@ -59,4 +60,56 @@ def test_bad_inputs_get_a_message_and_a_non_zero_exit(events_file, checkpoint, t
     assert "expected events that yield training samples" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(events_file), "--events", str(events_file)]) == 2
     assert "expected a checkpoint written by `unisar fit`" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(checkpoint), "--events", str(events_file), "--holdout-last", "0"]) == 2
+    assert main(["eval", "--checkpoint", str(checkpoint), "--events", str(events_file), "--heldout-last", "0"]) == 2
+    assert "--heldout-last: expected a fraction in (0, 1], got 0.0" in capsys.readouterr().err
+
+
+def test_fit_reads_a_gzipped_event_file_and_records_the_per_user_rule(events_file, tmp_path, capsys):
+    import gzip
+
+    import torch
+
+    gz = tmp_path / "planted.jsonl.gz"
+    gz.write_bytes(gzip.compress(events_file.read_bytes()))
+    out = tmp_path / "m.pt"
+    assert main(["fit", "--events", str(gz), "--out", str(out), "--max-steps", "2", "--batch-size", "256",
+                 "--set", "d=16", "--set", "rel_negatives=64", "--heldout-per-user"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.err  # every line of the .gz is an event
+    assert "held out: the latest 0.1 of each user's samples (per-user rule)" in captured.out
+    record = torch.load(out, map_location="cpu", weights_only=True)["fit"]
+    assert record["heldout_last"] == 0.1 and record["heldout_rule"] == "per-user"
+    # eval takes the rule from the checkpoint, and another when told
+    assert main(["eval", "--checkpoint", str(out), "--events", str(gz)]) == 0
+    assert "(the latest 0.1 of each user's samples (per-user rule))" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out), "--events", str(gz), "--no-heldout-per-user",
+                 "--heldout-last", "0.2"]) == 0
+    assert "(the latest 0.2 of all samples in event time)" in capsys.readouterr().out
+
+
+def test_the_old_holdout_flag_still_works_with_a_one_line_warning(events_file, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "m.pt"
+    assert main(["fit", "--events", str(events_file), "--out", str(out), "--max-steps", "1", "--batch-size", "256",
+                 "--set", "d=16", "--set", "rel_negatives=64", "--holdout-last", "0.2"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    assert warnings == ["unisar fit: warning: --holdout-last is deprecated and will be removed in the next release; "
+                        "use --heldout-last (now the latest F of all samples in event time; add --heldout-per-user "
+                        "for the per-user rule)"]
+    record = torch.load(out, map_location="cpu", weights_only=True)["fit"]
+    assert record["heldout_last"] == 0.2 and record["heldout_rule"] == "global-time"
+    assert main(["eval", "--checkpoint", str(out), "--events", str(events_file), "--holdout-last", "0.3"]) == 0
+    captured = capsys.readouterr()
+    assert "unisar eval: warning: --holdout-last is deprecated" in captured.err
+    assert "(the latest 0.3 of all samples in event time)" in captured.out
+
+
+def test_fit_keeps_its_loss_history_and_plots_it_beside_the_checkpoint(checkpoint):
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    losses = state["fit"]["losses"]
+    assert len(losses) == state["step"] and all("total" in terms for terms in losses)
+    plot = checkpoint.with_suffix(".losses.png")
+    assert plot.exists() and plot.stat().st_size > 10_000

@@ -9,8 +9,10 @@
     unisar data stats sim.jsonl
 
 Output is JSONL (`.jsonl`, or `.jsonl.gz`), or parquet when --out ends in `.parquet` and
-pyarrow is installed. Item categories go beside the events (`X.categories.csv`). Bad input
-ends with one line naming file, line, what was expected and what arrived, and exit code 2.
+pyarrow is installed (pip install 'unisar-stream[parquet]'); `core`, `split` and `stats`
+read any of the three (stream.contract.files). Item categories go beside the events
+(`X.categories.csv`). Bad input ends with one line naming file, line, what was expected
+and what arrived, and exit code 2.
 """
 from __future__ import annotations
 

@@ -6,11 +6,13 @@ import functools
 import os
 import sys
 
+from ops.commands._common import fail, out_file
+
 EPILOG = "Errors in input files are reported as FILE:LINE: expected ..., got ... (exit code 2)."
 
 
 def guarded(func):
-    """Turn data errors into one line on stderr and exit code 2 (no traceback)."""
+    """Turn data errors into the CLI's one error line (`fail`: exit code 2, no traceback)."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -19,8 +21,7 @@ def guarded(func):
         try:
             return func(args)
         except (DataError, SourceUnavailable) as exc:
-            print(f"unisar data {args.data_command}: error: {exc}", file=sys.stderr)
-            return 2
+            fail(str(exc))
         except BrokenPipeError:  # e.g. `unisar data stats x.jsonl | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
@@ -29,14 +30,22 @@ def guarded(func):
 
 
 def add_out(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--out", required=required, metavar="FILE",
-                        help="events file to write: .jsonl, .jsonl.gz, or .parquet (needs pyarrow)")
+    parser.add_argument("--out", required=required, metavar="FILE", type=out_file,
+                        help="events file to write: .jsonl, .jsonl.gz, or .parquet (needs pyarrow), in an "
+                             "existing folder")
 
 
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text}")
     return value
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from ops.commands._common import fail
 from ops.commands.data._args import EPILOG, add_out, guarded, positive, say, share, written
 
 
@@ -181,8 +181,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     try:
         config = simulator.SimConfig(users=args.users, items=args.items, categories=args.categories, seed=args.seed)
     except ValueError as exc:
-        print(f"unisar data simulate: error: {exc}", file=sys.stderr)
-        return 2
+        fail(str(exc))
     world = simulator.World.build(config)
     target = categories_path(args.out)
     n_items = write_categories(target, world.categories())

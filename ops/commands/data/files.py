@@ -5,7 +5,8 @@ import argparse
 import datetime as dt
 import sys
 
-from ops.commands.data._args import EPILOG, add_out, guarded, positive, say, share, written
+from ops.commands._common import fail, out_problem
+from ops.commands.data._args import EPILOG, add_out, count, guarded, positive, say, share, written
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def _core(sub: argparse._SubParsersAction) -> None:
         "the output when the input has a categories file.",
         epilog=EPILOG,
     )
-    p.add_argument("file", metavar="FILE", help="JSONL events file")
+    p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
     p.add_argument("--min-core", type=int, default=5, metavar="K", help="the k of k-core (the paper: 5; default 5)")
     p.add_argument("--both-behaviours", action="store_true", help="also drop users without a rec click and a search")
     add_out(p)
@@ -37,12 +38,11 @@ def _core(sub: argparse._SubParsersAction) -> None:
 def _run_core(args: argparse.Namespace) -> int:
     from stream.data import categories_path
     from stream.data.core import k_core
-    from stream.data.jsonl import read_categories, read_events, write_categories, write_events
+    from stream.contract.files import read_events
+    from stream.data.jsonl import read_categories, write_categories, write_events
 
     if args.min_core < 2 and not args.both_behaviours:
-        print(f"unisar data core: error: nothing to filter: expected --min-core >= 2 or --both-behaviours, "
-              f"got --min-core {args.min_core}", file=sys.stderr)
-        return 2
+        fail(f"nothing to filter: expected --min-core >= 2 or --both-behaviours, got --min-core {args.min_core}")
     result = k_core((obj for _line, obj, _event in read_events(args.file)), args.min_core, args.both_behaviours)
     count = write_events(result.events, args.out, total=len(result.events))
     written(f"events ({result.dropped_events:,} dropped, {result.dropped_clicks:,} search clicks removed; "
@@ -68,7 +68,7 @@ def _split(sub: argparse._SubParsersAction) -> None:
         "The same input and arguments always give the same files.",
         epilog=EPILOG,
     )
-    p.add_argument("file", metavar="FILE", help="JSONL events file (time ordered)")
+    p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
     p.add_argument("--by", choices=("days", "fraction", "time", "user"), default="days", help="split rule (days)")
     p.add_argument("--out", metavar="PREFIX", help="prefix of the split files (default: FILE without .jsonl)")
     p.add_argument("--tz-hours", type=float, default=0.0, help="days: time zone, hours east of UTC (0; KuaiSAR: 8)")
@@ -79,8 +79,8 @@ def _split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-from", type=_when, metavar="TIME",
                    help="time: validation from (epoch ms or ISO date/time, UTC)")
     p.add_argument("--test-from", type=_when, metavar="TIME", help="time: test from (epoch ms or ISO date/time, UTC)")
-    p.add_argument("--valid-n", type=int, default=1, help="user: behaviours per user for validation (1)")
-    p.add_argument("--test-n", type=int, default=1, help="user: behaviours per user for test (1)")
+    p.add_argument("--valid-n", type=count, default=1, help="user: behaviours per user for validation (1)")
+    p.add_argument("--test-n", type=count, default=1, help="user: behaviours per user for test (1)")
     p.set_defaults(func=guarded(_run_split))
 
 
@@ -100,13 +100,20 @@ def _run_split(args: argparse.Namespace) -> int:
     import numpy as np
 
     from stream.data import stem
-    from stream.data.jsonl import read_events
+    from stream.contract.files import read_events
     from stream.data.split import LastN, TimeCuts, write_splits
 
     def events():
         for _line, obj, _event in read_events(args.file):
             yield obj
 
+    if args.valid_from is not None and args.test_from is not None and args.valid_from > args.test_from:
+        fail(f"--valid-from: expected a time no later than --test-from ({_shown(args.test_from)}), "
+             f"got {_shown(args.valid_from)}")
+    prefix = args.out or stem(args.file)
+    problem = out_problem(f"{prefix}.train.jsonl")
+    if problem:
+        fail(f"--out: {problem}")
     manifest: dict = {"by": args.by, "source": str(args.file)}
     if args.by == "user":
         splitter = LastN(LastN.count(events()), args.valid_n, args.test_n)
@@ -115,14 +122,12 @@ def _run_split(args: argparse.Namespace) -> int:
     else:
         if args.by == "time":
             if args.valid_from is None or args.test_from is None:
-                print("unisar data split: error: --by time needs --valid-from and --test-from", file=sys.stderr)
-                return 2
+                fail("--by time needs --valid-from and --test-from")
             cuts = TimeCuts(args.valid_from, args.test_from)
         else:
             ts = np.fromiter((e["ts"] for e in events()), dtype=np.int64)
             if ts.size == 0:
-                print(f"unisar data split: error: {args.file} holds no events", file=sys.stderr)
-                return 2
+                fail(f"{args.file} holds no events")
             if args.by == "days":
                 cuts = TimeCuts.by_days(int(ts.max()), args.tz_hours, args.valid_days, args.test_days)
                 manifest.update(tz_hours=args.tz_hours, valid_days=args.valid_days, test_days=args.test_days)
@@ -131,7 +136,6 @@ def _run_split(args: argparse.Namespace) -> int:
                 manifest.update(valid=args.valid, test=args.test)
         assign = cuts.assign
         manifest.update(valid_from=cuts.valid_from, test_from=cuts.test_from)
-    prefix = args.out or stem(args.file)
     suffix = ".jsonl.gz" if str(args.file).endswith(".gz") else ".jsonl"
     counts = write_splits(events(), prefix, assign, manifest, suffix)
     where = f"{prefix}.{{train,valid,test}}{suffix}"
@@ -147,6 +151,13 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _shown(ms: int) -> str:
+    try:
+        return _iso(ms)
+    except (OverflowError, OSError, ValueError):  # beyond the calendar: the number as given
+        return f"{ms} ms"
+
+
 # ---------------------------------------------------------------- stats
 
 
@@ -154,12 +165,12 @@ def _stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stats",
         help="users, items, queries, events per type, transitions and same-category rates of an events file",
-        description="Describe a JSONL events file: sizes, events per type, the four transitions between "
+        description="Describe an events file (.jsonl, .jsonl.gz or .parquet): sizes, events per type, the four transitions between "
         "consecutive behaviours of a user (behaviour = rec click or search) and, with categories, how often "
         "consecutive behaviours share a category. Invalid lines are counted and shown (exit code 1).",
         epilog=EPILOG,
     )
-    p.add_argument("file", metavar="FILE", help="JSONL events file")
+    p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
     p.add_argument("--categories", metavar="CSV",
                    help="item,category file (default: FILE's X.categories.csv when it exists)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

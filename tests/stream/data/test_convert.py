@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import orjson
 import pytest
@@ -89,15 +89,18 @@ def test_bad_map_is_a_usage_error(tmp_path, run_cli):
     assert info.value.code == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, run_cli):
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, run_cli, monkeypatch):
+    for name in ("pyarrow", "pyarrow.parquet"):  # as if it were not installed (None: the import fails)
+        monkeypatch.setitem(sys.modules, name, None)
     src = write_csv(tmp_path / "log.csv", ["uid", "iid", "time"], [["u1", "i1", str(T0 * 1000)]])
     code, _, stderr = run_cli("data", "convert", str(src), "--map", "user=uid,item=iid,ts=time",
                               "--out", str(tmp_path / "o.parquet"))
     assert code == 2 and "writing parquet needs the optional package pyarrow" in stderr
+    assert "pip install 'unisar-stream[parquet]'" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = run_cli("data", "convert", str(tmp_path / "x.parquet"), "--map", "user=uid,item=iid,ts=time",
                               "--out", str(tmp_path / "o.jsonl"))
-    assert code == 2 and "reading parquet needs the optional package pyarrow" in stderr
+    assert code == 2 and "reading parquet" in stderr and "needs the optional package pyarrow" in stderr
+    assert "pip install 'unisar-stream[parquet]'" in stderr and "Traceback" not in stderr
 
 
 ids = st.one_of(st.integers(0, 10**12), st.text("abcxyz019_-", min_size=1, max_size=12))

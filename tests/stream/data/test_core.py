@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from stream.data.core import k_core
-from stream.data.jsonl import read_categories, read_events, write_categories, write_events
+from stream.contract.files import read_events
+from stream.data.jsonl import read_categories, write_categories, write_events
 
 T = 1_700_006_400_000
 

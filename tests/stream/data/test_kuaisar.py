@@ -55,6 +55,7 @@ def test_load_groups_sessions_and_orders_by_time(small):
 
 def test_cli_writes_events_and_categories(small, tmp_path, run_cli):
     out = tmp_path / "out" / "k.jsonl"
+    out.parent.mkdir()  # --out goes into an existing folder (a missing one is refused, not created)
     code, stdout, stderr = run_cli("data", "kuaisar", str(small), "--out", str(out))
     assert code == 0, stderr
     lines = out.read_bytes().splitlines()
