@@ -108,7 +108,7 @@ def _run_system(args, events_path, run_dir) -> int:
     from stream.ingest.producer import EventProducer, Pacer, produce_lines
 
     try:  # the trainer's --heldout holds out the same samples (stream.contract.offline)
-        to_send, heldout = heldout_replay(events_path, args.heldout_last)
+        to_send, heldout, sizes = heldout_replay(events_path, args.heldout_last)
     except (DataError, SourceUnavailable) as exc:
         fail(f"--dataset: {exc}")
     cutoff = len(to_send)
@@ -125,7 +125,7 @@ def _run_system(args, events_path, run_dir) -> int:
             trainer_metrics_port=args.trainer_metrics_port or free_port(), batch_size=args.batch_size,
             max_wait_s=1.0, heldout=str(events_path), heldout_last=args.heldout_last,
             offline_every_steps=args.offline_every_steps, seed=args.seed,
-            n_users=max(1024, 2 * args.users), n_items=1 << 16, n_words=1 << 14)
+            n_users=sizes["users"], n_items=sizes["items"], n_words=sizes["words"])  # from the data
         ensure_topics_sync(settings)
         try:
             children.append(Child("worker", settings, run_dir / "worker.log"))

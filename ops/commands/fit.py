@@ -51,19 +51,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def distinct_ids(samples: list) -> dict[str, int]:
-    users, items, words = set(), set(), set()
-    for s in samples:
-        users.add(s.user)
-        items.update(s.items)
-        words.update(s.query)
-        items.update(b.item for b in s.history.rec)
-        for b in s.history.search:
-            words.update(b.query)
-            items.update(b.clicks)
-    return {"users": len(users), "items": len(items), "words": len(words)}
-
-
 def parse_sets(model: str, pairs: list[str]) -> dict:
     """--set FIELD=VALUE pairs, typed by the config's defaults."""
     from model.registry import MODELS
@@ -109,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from model.learner import Learner
     from ops.runtime import keep_freed_memory
     from stream.contract.files import DataError, SourceUnavailable
-    from stream.contract.offline import GLOBAL, PER_USER, describe, load_samples, split_heldout
+    from stream.contract.offline import GLOBAL, PER_USER, describe, load_samples, split_heldout, table_sizes
 
     keep_freed_memory()
     try:
@@ -127,10 +114,9 @@ def run(args: argparse.Namespace) -> int:
         fail(f"--events: expected events that yield training samples (rec clicks or searches "
              f"with clicks), got {len(samples)} samples and {len(rejected)} invalid events")
 
-    sizes = distinct_ids(samples)
+    sizes = table_sizes(samples)
     for kind in ("users", "items", "words"):
-        given = getattr(args, kind)
-        overrides[f"n_{kind}"] = given if given else int(sizes[kind] * 1.25) + 16
+        overrides[f"n_{kind}"] = getattr(args, kind) or sizes[kind]
     try:
         learner = Learner(args.model, seed=args.seed, lr=args.lr, table_lr=args.table_lr,
                           n_negatives=args.negatives, device=args.device, **overrides)

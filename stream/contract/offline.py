@@ -5,6 +5,7 @@ same sample codec); and the one held-out rule they all share (`split_heldout`)."
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import NamedTuple
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,24 +126,48 @@ def heldout_samples(path: str | Path, fraction: float) -> list[Sample]:
     return split_heldout(samples, fraction)[1]
 
 
-def heldout_replay(path: str | Path, fraction: float) -> tuple[list[tuple[int, bytes]], list[Sample]]:
-    """The demo's split of an event file, read once: (the (line, raw value) pairs to stream,
-    the held-out samples). The held-out samples are those of `heldout_samples(path, fraction)`;
+def table_sizes(samples: list[Sample], headroom: float = 0.25) -> dict[str, int]:
+    """Rows for each id table ("users", "items", "words") that hold every distinct id of
+    `samples` with `headroom` to spare, so that tables sized from the data never recycle a row
+    within one pass over it."""
+    users, items, words = set(), set(), set()
+    for s in samples:
+        users.add(s.user)
+        items.update(s.items)
+        words.update(s.query)
+        items.update(b.item for b in s.history.rec)
+        for b in s.history.search:
+            words.update(b.query)
+            items.update(b.clicks)
+    return {kind: int(len(ids) * (1 + headroom)) + 16 for kind, ids in
+            (("users", users), ("items", items), ("words", words))}
+
+
+class Replay(NamedTuple):
+    values: list[tuple[int, bytes]]  # (line, raw value) pairs to stream
+    heldout: list[Sample]
+    sizes: dict[str, int]  # table_sizes of all the file's samples
+
+
+def heldout_replay(path: str | Path, fraction: float) -> Replay:
+    """The demo's split of an event file, read once: the (line, raw value) pairs to stream,
+    the held-out samples, and the id tables' sizes for the whole file. The held-out samples are those of `heldout_samples(path, fraction)`;
     the pairs are every line of the file, in file order, except the valid events that come at
     or after the first held-out sample in (ts, file order), so nothing of the held-out time
     is trained on. Invalid lines stay in, for the producer to report."""
     values = list(read_values(path))
     samples, _, offsets = _replay(values)
     test = heldout_indices(samples, fraction)
+    sizes = table_sizes(samples)
     if not test:
-        return values, []
+        return Replay(values, [], sizes)
     cut = min((samples[i].ts, offsets[i]) for i in test)
     replay = []
     for offset, (line, raw) in enumerate(values):
         event = parse_event(raw)
         if isinstance(event, Rejection) or (event.ts, offset) < cut:
             replay.append((line, raw))
-    return replay, [s for i, s in enumerate(samples) if i in test]
+    return Replay(replay, [s for i, s in enumerate(samples) if i in test], sizes)
 
 
 def heldout_rule(fit_record: dict) -> tuple[float | None, bool]:

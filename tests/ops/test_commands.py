@@ -140,7 +140,7 @@ def test_demo_takes_a_gzipped_event_file(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = out.glob("run-*")
     summary = json.loads((run_dir / "summary.json").read_text())
-    replay, heldout = heldout_replay(events, 0.2)
+    replay, heldout, _ = heldout_replay(events, 0.2)
     assert summary["events_file"] == str(events) and summary["invalid_lines"] == 0
     assert summary["events_replayed"] == len(replay) > 2000 and summary["heldout_samples"] == len(heldout) > 0
     assert summary["heldout_last"] == 0.2 and summary["heldout_rule"] == "global-time"

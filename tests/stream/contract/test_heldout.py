@@ -76,14 +76,14 @@ def test_the_demo_replays_exactly_what_train_does_not_hold_out(tmp_path):
     events.insert(5, late)  # late in time, early in the file, and a search without clicks: no sample
     path = tmp_path / "e.jsonl"
     write(path, events, extra=b"{not json\n")
-    replay, held = heldout_replay(path, 0.2)
+    replay, held, _ = heldout_replay(path, 0.2)
     assert ids(held) == ids(heldout_samples(path, 0.2)) == [f"e{i}" for i in range(16, 20)]
     sent = [orjson.loads(v).get("event_id") for _, v in replay if v.startswith(b"{\"")]
     # events before the cut, in file order; the late search comes after the cut in time: not replayed
     assert sent == [f"e{i}" for i in range(16)]
     assert replay[-1] == (22, b"{not json")  # invalid lines stay, for the producer to report
     # nothing held out: the whole file
-    all_values, none = heldout_replay(path, 0.01)
+    all_values, none, _ = heldout_replay(path, 0.01)
     assert none == [] and len(all_values) == 22
 
 
@@ -94,3 +94,15 @@ def test_the_rule_recorded_in_a_checkpoint():
     assert heldout_rule({}) == (None, False)
     assert describe(0.1) == "the latest 0.1 of all samples in event time"
     assert "per-user" in describe(0.1, per_user=True)
+
+
+def test_the_demos_tables_are_sized_from_the_data_with_room_to_spare(tmp_path):
+    """The demo used to size the user table from its simulator flag (3,000 rows for 6,593
+    users of a file) and recycle rows silently; now every id of the file fits."""
+    events = [rec(i, f"u{i}", T + 1000 * i) for i in range(300)]  # 300 users, 300 items
+    events.append({"v": 1, "event_id": "s", "user": "u1", "ts": T + 999_000, "type": "search",
+                   "query": "a b c", "clicks": ["i1"]})
+    path = tmp_path / "e.jsonl"
+    write(path, events)
+    sizes = heldout_replay(path, 0.1).sizes
+    assert sizes["users"] >= 300 * 1.25 and sizes["items"] >= 300 * 1.25 and sizes["words"] >= 3
