@@ -86,6 +86,7 @@ class RankTrainer(ContinualTrainer):
             finally:
                 fetcher.cancel()
                 await asyncio.gather(fetcher, return_exceptions=True)
+                await self._end_offline_eval()
             if self._steps_since_ckpt:  # every rank: the same steps, so the same decision
                 await self._checkpoint()
         finally:

@@ -42,6 +42,14 @@ UNLEARNABLE = "unlearnable"
 EXPOSURE = "exposure"
 
 
+def _until(stop: threading.Event, items):
+    """`items` until `stop` is set."""
+    for item in items:
+        if stop.is_set():
+            return
+        yield item
+
+
 def _collates(sample) -> bool:
     try:
         collate([sample])
@@ -79,6 +87,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._offline: threading.Thread | None = None
         self._evaluated_step = -1  # model step of the newest offline evaluation started
+        self._stopping = threading.Event()  # tells a running offline evaluation to give up
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._evictions_seen: dict[str, int] = {}
@@ -107,6 +116,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         finally:
             fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
+            await self._end_offline_eval()
             if self._steps_since_ckpt:
                 await self._checkpoint()
             await self._consumer.stop()
@@ -305,6 +315,13 @@ class ContinualTrainer(ConsumerRebalanceListener):
         except Exception as exc:  # noqa: BLE001 - informational only
             log.warning("could not commit trainer offsets to the group: %s", exc)
 
+    async def _end_offline_eval(self) -> None:
+        """Stop a running offline evaluation at its next batch and wait for it: a thread still
+        inside torch when the interpreter exits aborts the process (SIGABRT)."""
+        self._stopping.set()
+        if self._offline is not None:
+            await asyncio.to_thread(self._offline.join)
+
     def _start_offline_eval(self) -> None:
         """Evaluate a snapshot of the model on the held-out set in a background thread, so
         training goes on meanwhile."""
@@ -316,9 +333,12 @@ class ContinualTrainer(ConsumerRebalanceListener):
         def run() -> None:
             started = time.monotonic()
             try:
-                results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed)
+                results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed,
+                                           progress=lambda starts: _until(self._stopping, starts))
             except ValueError as exc:  # e.g. a held-out set with too few items for 99 negatives
                 log.error("offline evaluation at step %d skipped: %s", snapshot.step, exc)
+                return
+            if self._stopping.is_set():  # stopped part way: the figures would be of a part
                 return
             self.metrics.offline_eval_seconds.observe(time.monotonic() - started)
             self.metrics.last_offline_eval.set(time.time())
