@@ -19,7 +19,15 @@ import json
 
 from ops.commands._common import RawDescriptionHelpFormatter, check_device, fail, out_file
 from ops.commands._heldout import add_heldout_flags
-from stream.contract.offline import GLOBAL, PER_USER, describe, heldout_rule, load_samples, split_heldout
+from stream.contract.offline import (
+    GLOBAL,
+    PER_USER,
+    OfflineStream,
+    describe,
+    heldout_rule,
+    load_samples,
+    split_heldout,
+)
 
 from model.metrics import NAMES as COLUMNS
 
@@ -34,6 +42,9 @@ def register(subparsers) -> None:
     add_heldout_flags(p, default=None, optional_switch=True,
                       last_help="score the latest F of the samples in event time (default: the checkpoint's)",
                       per_user_help="the latest F of each user's samples, or not (default: the checkpoint's rule)")
+    p.add_argument("--history", metavar="FILE", help="earlier events (e.g. the training file of a time split), "
+                   "replayed first as each user's history and never scored; then every sample of --events is "
+                   "scored (no held-out rule)")
     p.add_argument("--full-ranking", action="store_true", help="rank against every known item, not 99 sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
     p.add_argument("--batch-size", type=int, default=256, help="samples scored at once")
@@ -69,12 +80,20 @@ def run(args: argparse.Namespace) -> int:
     per_user = args.heldout_per_user if args.heldout_per_user is not None else stored_per_user
     if fraction is None or not 0.0 < fraction <= 1.0:
         fail(f"--heldout-last: expected a fraction in (0, 1], got {fraction}")
+    bar = lambda desc: lambda values: tqdm(values, desc=desc, unit=" events", disable=None)  # noqa: E731
+    earlier: list = []
+    stream = OfflineStream()
+    if args.history:
+        try:
+            earlier, _ = load_samples(args.history, progress=bar("replaying --history"), stream=stream)
+        except (DataError, SourceUnavailable) as exc:
+            fail(f"--history: {exc}")
     try:
-        samples, rejected = load_samples(args.events, progress=lambda values: tqdm(
-            values, desc="building samples", unit=" events", disable=None))
+        samples, rejected = load_samples(args.events, progress=bar("building samples"), stream=stream)
     except (DataError, SourceUnavailable) as exc:
         fail(f"--events: {exc}")
-    test = evaluable(split_heldout(samples, fraction, per_user)[1])
+    test = evaluable(samples if args.history else split_heldout(samples, fraction, per_user)[1])
+    samples = earlier + samples  # what users touched, and the items negatives come from
     if not test:
         fail(f"--events: expected held-out rec clicks or searches with clicks, got none "
              f"({len(samples)} samples, {len(rejected)} invalid events, held out: {describe(fraction, per_user)})")
@@ -90,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
     protocol = "full ranking against every known item" if args.full_ranking else \
         "sampled ranking: true item among 99 items of the file the user never interacted with"
-    print(f"unisar eval: {protocol}; {len(test)} held-out samples ({describe(fraction, per_user)})")
+    scored = f"every sample of {args.events}, after the history of {args.history}" if args.history \
+        else describe(fraction, per_user)
+    print(f"unisar eval: {protocol}; {len(test)} held-out samples ({scored})")
     print(f"{'task':<14}{'rows':>8}{'non-finite':>11}" + "".join(f"{c:>9}" for c in COLUMNS))
     for task, r in results.items():
         print(f"{task:<14}{r['rows']:>8}{r['nonfinite']:>11}" + "".join(f"{r[c]:>9.4f}" for c in COLUMNS))
@@ -101,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     print("cold targets (never seen in training): " + ", ".join(f"{t} {r['cold_share']:.1%}" for t, r in results.items()))
     if args.json:
         report = {"protocol": "full" if args.full_ranking else "sampled-99", "heldout_last": fraction,
-                  "heldout_rule": PER_USER if per_user else GLOBAL,
+                  "heldout_rule": PER_USER if per_user else GLOBAL, "history": args.history,
                   "checkpoint": args.checkpoint, "events": args.events, "seed": args.seed, "tasks": results}
         try:
             with open(args.json, "w") as fh:

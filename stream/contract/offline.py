@@ -24,6 +24,7 @@ class OfflineStream:
     limits: hist.Limits = hist.Limits()
     histories: dict[int, bytes] = field(default_factory=dict)
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+    next_offset: int = 0  # where a later file's replay goes on (offsets only rise, as in Kafka)
 
     def feed(self, raw_values: Iterable[bytes]) -> Iterator[bytes]:
         """Yield encoded samples; histories and rejections accumulate on self."""
@@ -43,28 +44,33 @@ class OfflineStream:
             yield sample
 
 
-def load_samples(path: str | Path, progress=None) -> tuple[list[Sample], list[tuple[int, Rejection]]]:
+def load_samples(path: str | Path, progress=None,
+                 stream: OfflineStream | None = None) -> tuple[list[Sample], list[tuple[int, Rejection]]]:
     """Replay an event file (JSONL, .jsonl.gz or parquet: stream.contract.files) through the
     stream's step, in file order. Returns (decoded samples in file order, rejections as
     (line number, Rejection)). A file that cannot be read raises DataError or SourceUnavailable.
-    `progress` wraps the iterable of (line, value) pairs, e.g. a tqdm bar."""
+    `progress` wraps the iterable of (line, value) pairs, e.g. a tqdm bar. `stream`: go on
+    from the histories an earlier replay left (an earlier file replayed into it first), so a
+    later file's samples carry each user's whole history."""
     values = read_values(path)
-    samples, rejected, _ = _replay(values if progress is None else progress(values))
+    samples, rejected, _ = _replay(values if progress is None else progress(values), stream)
     return samples, rejected
 
 
-def _replay(values) -> tuple[list[Sample], list[tuple[int, Rejection]], list[int]]:
+def _replay(values, stream: OfflineStream | None = None) -> tuple[list[Sample], list[tuple[int, Rejection]], list[int]]:
     """(samples, rejections, the offset, i.e. position among the values, of each sample's event)."""
-    stream = OfflineStream()
+    stream = OfflineStream() if stream is None else stream
     samples: list[Sample] = []
     rejected: list[tuple[int, Rejection]] = []
     offsets: list[int] = []
+    base = stream.next_offset
     for offset, (line, raw) in enumerate(values):
+        stream.next_offset = base + offset + 1
         event = parse_event(raw)
         if isinstance(event, Rejection):
             rejected.append((line, event))
             continue
-        for encoded in stream.feed_event(event, offset):
+        for encoded in stream.feed_event(event, base + offset):
             samples.append(decode(encoded))
             offsets.append(offset)
     return samples, rejected, offsets
