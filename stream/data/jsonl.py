@@ -73,9 +73,10 @@ def write_events(
     generators, where validation would cost more than generation). `on_event` sees each
     event dict after its check (statistics on the way out).
     """
-    stream = progress(events, desc or f"writing {Path(path).name}", total)
+    stream = _inspected(progress(events, desc or f"writing {Path(path).name}", total), path, check, check_every,
+                        on_event)
     if is_parquet(path):
-        return _write_parquet(stream, path, check, check_every, on_event)
+        return _write_parquet(stream, path)
     count = 0
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     with atomic_path(path) as tmp:
@@ -87,12 +88,18 @@ def write_events(
             write = fh.write
             for event in stream:
                 count += 1
-                if check and (check_every == 1 or count <= 1000 or count % check_every == 0):
-                    _check(event, count, path)
-                if on_event is not None:
-                    on_event(event)
                 write(dumps(event, option=newline))
     return count
+
+
+def _inspected(events: Iterable[dict], path, check: bool, check_every: int, on_event) -> Iterator[dict]:
+    """`events`, each checked (see write_events) and shown to `on_event` on the way out."""
+    for count, event in enumerate(events, 1):
+        if check and (check_every == 1 or count <= 1000 or count % check_every == 0):
+            _check(event, count, path)
+        if on_event is not None:
+            on_event(event)
+        yield event
 
 
 def _check(event: dict, n: int, path: str | Path) -> None:
@@ -106,7 +113,7 @@ def _check(event: dict, n: int, path: str | Path) -> None:
         )
 
 
-def _write_parquet(events: Iterable[dict], path: str | Path, check: bool, check_every: int, on_event) -> int:
+def _write_parquet(events: Iterable[dict], path: str | Path) -> int:
     pq = require_pyarrow("writing parquet")
     import pyarrow as pa
 
@@ -130,10 +137,6 @@ def _write_parquet(events: Iterable[dict], path: str | Path, check: bool, check_
             rows: list[dict] = []
             for event in events:
                 count += 1
-                if check and (check_every == 1 or count <= 1000 or count % check_every == 0):
-                    _check(event, count, path)
-                if on_event is not None:
-                    on_event(event)
                 rows.append(_flat(event))
                 if len(rows) >= PARQUET_BATCH:
                     writer.write_table(pa.Table.from_pylist(rows, schema))
