@@ -63,18 +63,31 @@ class Batch:
         return sum(len(t) for t in self.tasks.values())
 
 
+def is_ranked(s: Sample) -> bool:
+    """A sample the model ranks and learns from: a rec click, or a search with clicks (a rec
+    exposure without a click is skipped)."""
+    return (s.task == "rec" and s.label == 1) or (s.task == "search" and bool(s.items))
+
+
+def _per_task(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """The ranked rec samples and search samples, each in their order in `samples`."""
+    ranked_ = [s for s in samples if is_ranked(s)]
+    return [s for s in ranked_ if s.task == "rec"], [s for s in ranked_ if s.task == "search"]
+
+
 def ranked(samples: list[Sample], limits: Limits = Limits()) -> dict[str, list[tuple[Sample, int]]]:
     """The rows a batch of `samples` ranks, per task, in collate's order: (sample, true item)
     for each rec click, and for each click of a search (up to max_clicks)."""
-    rec = [(s, s.items[0]) for s in samples if s.task == "rec" and s.label == 1]
-    search = [(s, item) for s in samples if s.task == "search" for item in s.items[: limits.max_clicks]]
-    return {task: rows for task, rows in (("rec", rec), ("search", search)) if rows}
+    rec, search = _per_task(samples)
+    rows = {"rec": [(s, s.items[0]) for s in rec],
+            "search": [(s, item) for s in search for item in s.items[: limits.max_clicks]]}
+    return {task: r for task, r in rows.items() if r}
 
 
 def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
     queries: dict[tuple[int, ...], int] = {(): 0}
     tasks = {}
-    rec = [s for s in samples if s.task == "rec" and s.label == 1]
+    rec, search = _per_task(samples)
     if rec:
         rows = _history_rows(rec, queries, limits)
         tasks["rec"] = TaskRows(
@@ -84,7 +97,6 @@ def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
             siblings=np.zeros((len(rec), 1), np.int64),
             first=np.ones(len(rec), bool),
         )
-    search = [s for s in samples if s.task == "search" and s.items]
     if search:
         rows = _history_rows(search, queries, limits)
         n_clicks = np.fromiter((min(len(s.items), limits.max_clicks) for s in search), np.int64, len(search))
@@ -101,7 +113,7 @@ def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
             siblings=np.repeat(siblings, n_clicks, axis=0),
             first=first,
         )
-    skipped = sum(1 for s in samples if s.task == "rec" and s.label != 1)
+    skipped = sum(1 for s in samples if not is_ranked(s) and s.task == "rec")
     return Batch(_pad_queries(list(queries)), tasks, skipped)
 
 

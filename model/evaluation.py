@@ -19,7 +19,7 @@ from itertools import chain
 
 import numpy as np
 
-from model.batch import collate, ranked
+from model.batch import collate, is_ranked, ranked
 from model.metrics import report
 
 N_NEGATIVES = 99
@@ -27,7 +27,7 @@ N_NEGATIVES = 99
 
 def evaluable(samples: list) -> list:
     """Rows the protocol ranks: rec clicks and searches with clicks."""
-    return [s for s in samples if (s.task == "rec" and s.label == 1) or (s.task == "search" and s.items)]
+    return [s for s in samples if is_ranked(s)]
 
 
 def interacted(samples: list) -> dict[int, np.ndarray]:

@@ -25,7 +25,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-from model.batch import collate
+from model.batch import collate, is_ranked
 from model.evaluation import evaluable, evaluate_samples
 from model.learner import Learner
 from model.prequential import SlidingWindow
@@ -247,7 +247,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         m.batch_size.set(len(samples))
         now = time.time()
         for s in samples:
-            if s.task == "rec" and s.label != 1:  # an exposure without a click: no loss uses it yet
+            if not is_ranked(s):  # a rec exposure without a click: no loss uses it yet
                 m.skipped.labels(EXPOSURE).inc()
                 continue
             m.samples.labels(s.task).inc()
