@@ -11,13 +11,18 @@ fit's `--heldout-per-user`, of each user's). `--heldout-last F` takes another fr
 `--heldout-per-user` / `--no-heldout-per-user` another rule; `--heldout-last 1` scores every
 sample of FILE (e.g. a file of later events that also replays the earlier ones, so
 histories are complete). FILE is JSONL, .jsonl.gz or parquet.
+
+Time order: each file is replayed in time order (sorted by ts, ties in file order), whatever
+order it was written in. With `--history`, an event of FILE earlier than its user's last
+event in the history file would get a history holding later events: eval refuses, with
+their count (split the log by time: `unisar data split`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from ops.commands._common import RawDescriptionHelpFormatter, check_device, fail, out_file
+from ops.commands._common import RawDescriptionHelpFormatter, add_items_flag, check_device, fail, load_items, out_file
 from ops.commands._heldout import add_heldout_flags
 from stream.contract.offline import (
     GLOBAL,
@@ -44,11 +49,13 @@ def register(subparsers) -> None:
                       per_user_help="the latest F of each user's samples, or not (default: the checkpoint's rule)")
     p.add_argument("--history", metavar="FILE", help="earlier events (e.g. the training file of a time split), "
                    "replayed first as each user's history and never scored; then every sample of --events is "
-                   "scored (no held-out rule)")
+                   "scored (no held-out rule); refused if an event of --events is earlier than its user's "
+                   "last one here")
     p.add_argument("--full-ranking", action="store_true", help="rank against every known item, not 99 sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
     p.add_argument("--batch-size", type=int, default=256, help="samples scored at once")
     p.add_argument("--json", metavar="OUT", type=out_file, help="also write the results as JSON")
+    add_items_flag(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run)
 
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a foreign or corrupt file: say what arrived, no traceback
         fail(f"--checkpoint: expected a checkpoint written by `unisar fit`, got {args.checkpoint!r} "
              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    learner.add_items(load_items(args, "eval"))  # a newer record of an item replaces the checkpoint's
     fit_record = checkpoint.get("fit") if isinstance(checkpoint.get("fit"), dict) else {}
     stored_fraction, stored_per_user = heldout_rule(fit_record)
     fraction = args.heldout_last if args.heldout_last is not None else stored_fraction
@@ -88,10 +96,17 @@ def run(args: argparse.Namespace) -> int:
             earlier, _ = load_samples(args.history, progress=bar("replaying --history"), stream=stream)
         except (DataError, SourceUnavailable) as exc:
             fail(f"--history: {exc}")
+    late_before = stream.late  # 0: a file is replayed in time order
     try:
         samples, rejected = load_samples(args.events, progress=bar("building samples"), stream=stream)
     except (DataError, SourceUnavailable) as exc:
         fail(f"--events: {exc}")
+    if stream.late > late_before:
+        fail(f"--events: expected events no earlier than their user's last event in --history, got "
+             f"{stream.late - late_before} earlier ones (their histories would hold later events); "
+             f"split the log by time first, e.g. `unisar data split FILE --by fraction`")
+    if stream.reordered:
+        print(f"unisar eval: replayed in time order: {stream.reordered} events came after a later one in their file")
     test = evaluable(samples if args.history else split_heldout(samples, fraction, per_user)[1])
     samples = earlier + samples  # what users touched, and the items negatives come from
     if not test:

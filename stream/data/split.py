@@ -18,6 +18,12 @@ Two rules, both deterministic (same input and arguments -> the same files):
 
 Files: PREFIX.train.jsonl, PREFIX.valid.jsonl, PREFIX.test.jsonl (all in time order) and
 PREFIX.split.json recording the rule, the cut points and the counts.
+
+Time order: the input is read in time order (`TimeOrdered`: sorted by ts, ties in file
+order), so each output is in time order and the per-user rule counts each user's behaviours
+in time, whatever order the input was written in (a log sorted by user, say). A file already
+in time order is streamed from disk; one that is not is held in memory as compact JSON (about
+the size of the file) and sorted; the manifest records how many events were out of order.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from stream.contract.timeorder import time_order
 from stream.data.jsonl import atomic_path, progress
 
 DAY_MS = 86_400_000
@@ -112,6 +119,28 @@ class LastN:
             if cls.is_behaviour(event):
                 counts[event["user"]] += 1
         return dict(counts)
+
+
+class TimeOrdered:
+    """The events of `read()` (a fresh iterable of event dicts on each call) in time order,
+    to iterate as many times as a rule needs: `ts` (in time order) and `late` (events that came
+    after a later one in the input) are known from the first read. An input in time order is
+    read again on each iteration; otherwise its events are kept as compact JSON and sorted."""
+
+    def __init__(self, read: Callable[[], Iterable[dict]]) -> None:
+        self._read = read
+        ts = np.fromiter((e["ts"] for e in read()), dtype=np.int64)
+        order, self.late = time_order(ts)
+        self.ts = ts[order]
+        self._sorted: list[bytes] | None = None
+        if self.late:
+            kept = [orjson.dumps(e) for e in read()]
+            self._sorted = [kept[i] for i in order.tolist()]
+
+    def __call__(self) -> Iterable[dict]:
+        if self._sorted is None:
+            return self._read()
+        return map(orjson.loads, self._sorted)
 
 
 def split_paths(prefix: str | Path, suffix: str = ".jsonl") -> dict[str, Path]:

@@ -60,7 +60,7 @@ def test_time_not_file_order_decides_and_ties_keep_file_order(tmp_path):
     samples, _ = load_samples(path)
     assert ids(split_heldout(samples, 0.25)[1]) == ["e0"]
     # e2 and e3 share a ts: the later line is the later sample
-    assert ids(split_heldout(samples, 0.5)[1]) == ["e0", "e3"]  # each list stays in file order
+    assert ids(split_heldout(samples, 0.5)[1]) == ["e3", "e0"]  # each list in replay (time) order
 
 
 def test_rejections_carry_file_line_numbers(tmp_path):
