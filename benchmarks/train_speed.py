@@ -1,9 +1,10 @@
-"""UniSAR training and evaluation throughput at the paper's shapes (KuaiSAR).
+"""Training and evaluation throughput of a model of the zoo (`--model`, default UniSAR) at
+the paper's shapes (KuaiSAR).
 
 One training step = one rec batch of 1,024 samples + one search batch of 88 (the search
 batch the reference derives for KuaiSAR so both tasks finish an epoch together), full
 30 + 30 histories, ~2 clicks per search behaviour, 1-5 words per query, 1,024 L_Rel
-negative items and queries, d = 64, tables of KuaiSAR size (22,700 users, 673,416 items,
+negative items and queries (UniSAR's), d = 64 (each model's default shape otherwise), tables of KuaiSAR size (22,700 users, 673,416 items,
 394,912 words). A timed step is the learner's real path, `learn_many(samples)`: collating
 Sample objects, id mapping, negative sampling, forward, backward, both optimisers.
 train samples/s counts rec samples: 1,024 per step (each carrying its share of the 88
@@ -19,7 +20,7 @@ as torch's FlopCounterMode counts it (matrix products, forward and backward) div
 best matrix-product rate this device reaches on d=64-shaped products. No implementation
 of this maths trains faster than that on this device.
 
-    python benchmarks/train_speed.py [--steps 8 --device cpu|cuda --zipf 0]
+    python benchmarks/train_speed.py [--model unisar --steps 8 --device cpu|cuda --zipf 0]
 Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
 """
 from __future__ import annotations
@@ -115,6 +116,7 @@ def matmul_peak(device: str, sync, seconds: float = 1.0) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="unisar", help="model of the zoo (model.registry; default: unisar)")
     p.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--eval-batches", type=int, default=4)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -122,6 +124,10 @@ def main() -> None:
     p.add_argument("--zipf", type=float, default=0.0, help="0: uniform ids (default); s > 0: Zipf-like popularity")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    from model.registry import MODELS
+
+    if args.model not in MODELS:
+        raise SystemExit(f"--model: expected one of {', '.join(sorted(MODELS))}, got {args.model!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: expected a CUDA device, found none")
     torch.set_num_threads(args.threads)
@@ -137,7 +143,8 @@ def main() -> None:
     print(f"history fill: rec {rec_fill:.0%}, search {search_fill:.0%} of 30 slots; "
           f"{clicks:.2f} clicks per search behaviour; ids {'uniform' if not args.zipf else f'zipf s={args.zipf}'}")
 
-    learner = Learner("unisar", seed=args.seed, device=args.device, **KUAISAR)
+    learner = Learner(args.model, seed=args.seed, device=args.device, **KUAISAR)
+    print(f"model: {args.model}")
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     for s in steps[:2]:  # warm-up
         learner.learn_many(s)
@@ -168,12 +175,12 @@ def main() -> None:
     eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
     print(f"eval: {eval_rate:,.0f} samples/s (100 candidates each)")
     print(f"anchors: {ANCHORS}")
-    print("targets: >= 1,200 train samples/s on this CPU; >= 30,000 on an H100 (--device cuda)")
+    print("targets (UniSAR's): >= 1,200 train samples/s on this CPU; >= 30,000 on an H100 (--device cuda)")
 
     where = "cpu" if args.device == "cpu" else "cuda"
     print(json.dumps([
         {"metric": f"train_samples_per_s_{where}", "value": round(train_rate, 1), "unit": "samples/s",
-         "target": 1200 if where == "cpu" else 30000},
+         "target": 1200 if where == "cpu" else 30000, "model": args.model},
         {"metric": f"train_ceiling_samples_per_s_{where}", "value": round(ceiling, 1), "unit": "samples/s",
          "target": None, "gflop_per_step": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 1)},
         {"metric": f"eval_samples_per_s_{where}", "value": round(eval_rate, 1), "unit": "samples/s", "target": None},

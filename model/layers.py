@@ -4,6 +4,9 @@ Post-norm layers as nn.TransformerEncoderLayer / nn.TransformerDecoderLayer, wit
 differences that matter for speed and robustness on CPU: dropout draws its mask from numpy
 (`dropout`), and attention takes a `KeyMask` built once per stack of layers, under which a
 query with no allowed key gets a zero output instead of NaN.
+
+`ItemEmbedding` is the item table of the zoo's sequential models (SASRec, UnifiedSSR), which
+embed an id straight into the model width and score by inner product with the same table.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from model.batch import UNKNOWN
 
 
 class Shape(Protocol):
@@ -164,3 +169,25 @@ def mlp(dims: tuple[int, ...], dropout: float) -> nn.Sequential:
         layers += [nn.Linear(d_in, d_out), nn.ReLU(), Dropout(dropout)]
     return nn.Sequential(*layers)
 
+
+
+class ItemEmbedding(nn.Module):
+    """An id table: row 0 (padding) embeds to exactly zero, a row UNKNOWN (an item the table
+    does not hold) to a learned vector, every other row to its own. Rows start as
+    N(0, init_std^2) and a recycled row starts there again (`reset_rows`)."""
+
+    def __init__(self, n_rows: int, d: int, init_std: float) -> None:
+        super().__init__()
+        self.table = nn.Embedding(n_rows, d, padding_idx=0, sparse=True)
+        self.unknown = nn.Parameter(torch.randn(d) * init_std)
+        self.init_std = init_std
+        self.reset_rows(torch.arange(1, n_rows))
+
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor) -> None:
+        w = self.table.weight
+        w[rows] = torch.randn(len(rows), w.shape[1], device=w.device) * self.init_std
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., d)
+        known = self.table(rows.clamp_min(0))
+        return torch.where((rows == UNKNOWN).unsqueeze(-1), self.unknown, known)

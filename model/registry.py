@@ -7,11 +7,15 @@ import dataclasses
 import torch.nn as nn
 
 from model.popularity import Popularity, PopularityConfig
+from model.sasrec import SASRec, SASRecConfig
+from model.unifiedssr import UnifiedSSR, UnifiedSSRConfig
 from model.unisar import UniSAR, UniSARConfig
 
 MODELS: dict[str, tuple[type, type]] = {
     "unisar": (UniSARConfig, UniSAR),
     "popularity": (PopularityConfig, Popularity),
+    "sasrec": (SASRecConfig, SASRec),
+    "unifiedssr": (UnifiedSSRConfig, UnifiedSSR),
 }
 
 

@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="run the continual trainer on the samples topic",
                        description="Consume training samples in a consumer group (or, with --world-size, a share of the "
                                    "partitions as one rank of several), score each mini-batch before "
-                                   "learning from it (prequential HR/NDCG), take one joint UniSAR step, checkpoint "
+                                   "learning from it (prequential HR/NDCG), take one joint step of the --model, checkpoint "
                                    "atomically and resume from the newest checkpoint. Serves /metrics. Ctrl-C stops "
                                    "it cleanly (final checkpoint).")
     add_settings_flags(p, TrainerSettings, ScaleOutSettings, MetricsSettings, KafkaSettings, TopicSettings)
@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.train.trainer import ContinualTrainer
 
     settings = settings_from(args)
+    check_model(settings.model)
     check_world(settings)
     check_device(settings.device)
     require_broker(settings)
@@ -71,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     except (PeerLost, WorldMismatch) as exc:
         fail(str(exc), code=1)
     return 0
+
+
+def check_model(name: str) -> None:
+    from model.registry import MODELS
+    from ops.commands._common import fail
+
+    if name not in MODELS:
+        fail(f"--model: expected one of {', '.join(sorted(MODELS))}, got {name!r}")
 
 
 def check_world(settings) -> None:

@@ -34,6 +34,7 @@ from ops.settings import Settings
 from state.checkpoints import CheckpointDir
 from stream.contract import samples as sample_codec
 from stream.train.admission import ADMIT, STALE, UNDECODABLE, Admission
+from stream.train.catalogue import CatalogueFollower
 from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,7 @@ def _collates(sample) -> bool:
 
 
 def new_learner(settings: Settings) -> Learner:
-    config = dict(n_users=settings.n_users, n_items=settings.n_items, n_words=settings.n_words)
-    if settings.model != "unisar":
-        config = {}
+    config = dict(n_users=settings.n_users, n_items=settings.n_items, n_words=settings.n_words)  # every model has them
     return Learner(settings.model, seed=settings.seed, device=settings.device, **config)
 
 
@@ -77,11 +76,15 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.learner = new_learner(settings)
             self.offsets: dict[int, int] = {}
         else:
+            if state.get("model_name") != settings.model:
+                raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
+                                 f"{settings.model!r}; give another --checkpoint-dir or the checkpoint's --model")
             self.learner = Learner.from_state_dict(state, device=settings.device)
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
             if "admission" in state:
                 self.admission.load_state_dict(state["admission"])
             log.info("resumed from checkpoint at step %d, offsets %s", self.learner.step, self.offsets)
+        self.items = CatalogueFollower(settings, int(state.get("items_offset", 0)) if state else 0)
         self.window = SlidingWindow(settings.window)
         self.heldout = evaluable(heldout or [])
         self._consumer: AIOKafkaConsumer | None = None
@@ -111,11 +114,15 @@ class ContinualTrainer(ConsumerRebalanceListener):
         await self._consumer.start()
         queue: asyncio.Queue = asyncio.Queue(maxsize=4 * s.batch_size)
         fetcher = asyncio.create_task(self._fetch(queue, stop))
+        # Data-parallel ranks would each take catalogue records at their own time, and their
+        # models must stay identical: the catalogue is read by a single trainer only.
+        followers = [asyncio.create_task(self.items.run(stop))] if self.sync is None else []
         try:
-            await self._train(queue, stop, fetcher)
+            await self._train(queue, stop, fetcher, *followers)
         finally:
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
+            for task in (fetcher, *followers):
+                task.cancel()
+            await asyncio.gather(fetcher, *followers, return_exceptions=True)
             await self._end_offline_eval()
             if self._steps_since_ckpt:
                 await self._checkpoint()
@@ -178,10 +185,12 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 deadline = time.monotonic() + self.settings.max_wait_s
         return batch
 
-    async def _train(self, queue: asyncio.Queue, stop: asyncio.Event, fetcher: asyncio.Task) -> None:
+    async def _train(self, queue: asyncio.Queue, stop: asyncio.Event, *readers: asyncio.Task) -> None:
         while not stop.is_set():
-            if fetcher.done():
-                fetcher.result()  # surface a fetcher crash
+            for reader in readers:
+                if reader.done():
+                    reader.result()  # surface a reader's crash
+            self._take_items()
             batch = await self._next_batch(queue, stop)
             if not batch:  # idle: make sure the newest model has offline figures
                 if self.heldout and self._evaluated_step < self.learner.step:
@@ -201,6 +210,17 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 await self._checkpoint()
             if self.heldout and self.learner.step % self.settings.offline_every_steps == 0:
                 self._start_offline_eval()
+
+    def _take_items(self) -> None:
+        """Catalogue records read since the last step join the model's catalogue (between
+        steps, never under one)."""
+        read = len(self.items.pending)
+        records = self.items.drain()
+        if read:
+            self.learner.add_items(records)
+            self.metrics.catalogue.labels("applied").inc(len(records))
+            self.metrics.catalogue.labels("dead_letter").inc(read - len(records))
+            self.metrics.catalogue_items.set(len(self.learner.catalogue))
 
     def _admit(self, batch: list) -> list:
         """The batch's samples worth learning from. Decided here, between steps, so the
@@ -294,6 +314,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         state = self.learner.state_dict()
         state["offsets"] = {str(p): o for p, o in self.offsets.items()}
         state["admission"] = self.admission.state_dict()
+        state["items_offset"] = self.items.next_offset
         await asyncio.to_thread(self.ckpts.save, state, self.learner.step)
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()

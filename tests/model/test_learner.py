@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from zoo import NAMES, describe_items, sample, tiny, training_step
 
 from model.learner import Learner
-from model.registry import MODELS
 from stream.contract.history import History, RecBehaviour
 from stream.contract.samples import Sample
 
-SIZES = {k: TINY[k] for k in ("n_users", "n_items", "n_words")}
 
-
-def make(name: str, seed: int = 0) -> Learner:
-    return Learner(name, seed=seed, **(TINY if name == "unisar" else SIZES))
+def make(name: str, seed: int = 0, **overrides) -> Learner:
+    return Learner(name, seed=seed, **tiny(name, **overrides))
 
 
 def round_trip(learner: Learner) -> Learner:
@@ -25,7 +23,7 @@ def round_trip(learner: Learner) -> Learner:
     return Learner.from_state_dict(torch.load(buf, weights_only=True))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_checkpoint_round_trip_scores_and_resumes_identically(name, batch_samples):
     learner = make(name)
     for _ in range(2):
@@ -36,7 +34,7 @@ def test_checkpoint_round_trip_scores_and_resumes_identically(name, batch_sample
     assert learner.learn_many(batch_samples) == restored.learn_many(batch_samples)  # training resumes exactly
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_model_other_seed_other_model(name, batch_samples):
     runs = [make(name, seed) for seed in (7, 7, 8)]
     terms = [[r.learn_many(batch_samples) for _ in range(2)] for r in runs]
@@ -45,7 +43,7 @@ def test_same_seed_same_model_other_seed_other_model(name, batch_samples):
     assert terms[0] != terms[2]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_unseen_users_and_items_score_without_being_learned(name, batch_samples):
     learner = make(name)
     learner.learn_many(batch_samples)
@@ -56,10 +54,11 @@ def test_unseen_users_and_items_score_without_being_learned(name, batch_samples)
     assert {k: len(t) for k, t in learner.ids.items()} == before
 
 
-def test_recycled_rows_start_fresh_weights_and_adam_state(batch_samples):
-    learner = Learner(**{**TINY, "n_items": 200})
+@pytest.mark.parametrize("name", NAMES)
+def test_recycled_rows_start_fresh_weights_and_adam_state(name, batch_samples):
+    learner = make(name, n_items=200)
     learner.learn_many(batch_samples)
-    table = learner.model.nets[0].embed.item
+    table = learner.model.tables()["items"][0]
     state = learner.optimizers["tables"].state[table.weight]
     rows = torch.from_numpy(learner.ids["items"].find(np.array([s.items[0] for s in batch_samples[:5]])))
     assert (state["exp_avg_sq"][rows] != 0).any()
@@ -69,8 +68,9 @@ def test_recycled_rows_start_fresh_weights_and_adam_state(batch_samples):
     assert (state["exp_avg"][rows] == 0).all() and (state["exp_avg_sq"][rows] == 0).all()
 
 
-def test_a_full_table_recycles_stale_rows_during_learning(batch_samples):
-    learner = Learner(**{**TINY, "n_items": 260})
+@pytest.mark.parametrize("name", NAMES)
+def test_a_full_table_recycles_stale_rows_during_learning(name, batch_samples):
+    learner = make(name, n_items=260)
     learner.learn_many(batch_samples)
     taken = learner.ids["items"].n_used  # rows 1..taken hold the first batch's items
     fresh = [
@@ -79,13 +79,53 @@ def test_a_full_table_recycles_stale_rows_during_learning(batch_samples):
         for i in range(6)
     ]
     learner.learn_many(fresh)  # ~180 new items do not fit beside the old ones: stale rows are recycled
-    table = learner.model.nets[0].embed.item
+    table = learner.model.tables()["items"][0]
     state = learner.optimizers["tables"].state[table.weight]
     rows = learner.ids["items"].find(np.array([s.items[0] for s in fresh] + [b.item for s in fresh for b in s.history.rec]))
     rows = torch.from_numpy(rows[rows <= taken])  # recycled: they held old items with Adam state
     assert len(rows) > 50
     # one Adam step from zero moments leaves exp_avg_sq = 0.1 * exp_avg^2 (betas 0.9, 0.999)
     torch.testing.assert_close(state["exp_avg_sq"][rows], 0.1 * state["exp_avg"][rows] ** 2, rtol=1e-3, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_nan_with_empty_sub_histories_clickless_searches_or_no_history(name):
+    samples = [
+        sample("rec", rec=[(1, 11), (2, 12)]),  # no search history
+        sample("rec", search=[(1, (1,), (21,))]),  # no rec history
+        sample("search", rec=[(1, 11)], search=[(2, (2, 3), ())], items=(8, 9)),  # a search without clicks
+        sample("search", search=[(1, (2,), ()), (2, (4,), ())], items=(8,)),  # only clickless searches
+        sample("rec"),  # all padding
+        sample("search", items=(9,)),  # all padding
+    ]
+    learner = make(name)
+    learner.learn_many(samples)  # puts the ids in the tables
+    learner.model.train()
+    scores, losses = learner.model(training_step(learner, samples))
+    losses["total"].backward()
+    assert all(torch.isfinite(s).all() for s in scores.values())
+    assert all(torch.isfinite(v) for v in losses.values())
+    for pname, p in learner.model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+            assert torch.isfinite(g).all(), pname
+    assert all(torch.isfinite(s).all() for s in learner.score(samples, n_negatives=3).values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_gradient_from_the_total_loss(name, batch_samples):
+    learner = make(name)
+    describe_items(learner, batch_samples)  # item features, for a model that embeds them
+    learner.learn_many(batch_samples)
+    learner.model.train()
+    _, losses = learner.model(training_step(learner, batch_samples))
+    losses["total"].backward()
+    missing = []
+    for pname, p in learner.model.named_parameters():
+        g = None if p.grad is None else (p.grad.coalesce().values() if p.grad.is_sparse else p.grad)
+        if g is None or not g.abs().sum() > 0:
+            missing.append(pname)
+    assert not missing
 
 
 def test_table_lr_moves_only_the_embedding_tables_and_survives_a_checkpoint(batch_samples):
