@@ -1,6 +1,6 @@
 """A headroom reference for the quality benchmark: a scorer handed what UniSAR has to learn.
 
-It knows every item's category (the simulator's categories file) and scores a candidate by
+It knows every item's category (level 1 of the simulator's item catalogue) and scores a candidate by
 P(category | the sample's own history) x P(item | category), both counted on the training
 samples; for a search it also weighs the category by the query's words (naive Bayes over
 word-category counts from training searches). Nothing is tuned: the smoothing constants
@@ -14,7 +14,6 @@ negatives are drawn with their own generator, so they are not the same draws as 
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter, defaultdict
 
@@ -23,21 +22,30 @@ import numpy as np
 from model.batch import sample_negatives
 from model.evaluation import evaluable, interacted
 from model.metrics import evaluate
+from stream.contract.events import Rejection
+from stream.contract.files import read_items
 from stream.contract.offline import load_samples, split_heldout
 from stream.contract.history import Limits
-from stream.contract.ids import item_id
 
 USER_PRIOR = 2.0  # pseudo-behaviours of the global category mix added to a user's history
 ITEM_PRIOR = 0.1  # pseudo-clicks per item within its category
 WORD_PRIOR = 0.01  # pseudo-counts per (word, category)
 
 
-def read_categories(path) -> dict[int, str]:
-    with open(path, newline="") as fh:
-        return {item_id(row["item"]): row["category"] for row in csv.DictReader(fh)}
+def read_categories(path) -> dict[int, int]:
+    """item id -> its level-1 category token, from an item catalogue (items without one left out)."""
+    category = {}
+    for line, record in read_items(path):
+        if isinstance(record, Rejection):
+            raise SystemExit(f"{path}:{line}: {record.reason}")
+        if record.categories and record.categories[0]:
+            category[record.item] = record.categories[0]
+        else:
+            category.pop(record.item, None)
+    return category
 
 
-def history_categories(sample, category: dict[int, str]) -> Counter:
+def history_categories(sample, category: dict[int, int]) -> Counter:
     cats = Counter(category[b.item] for b in sample.history.rec if b.item in category)
     for b in sample.history.search:
         cats.update(category[i] for i in b.clicks if i in category)
@@ -100,6 +108,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", required=True, help="simulator JSONL")
-    parser.add_argument("--categories", required=True, help="its categories CSV (item,category)")
+    parser.add_argument("--categories", required=True, help="its item catalogue (X.items.jsonl)")
     args = parser.parse_args()
     print(json.dumps(evaluate_reference(args.events, args.categories), indent=2))

@@ -121,7 +121,7 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> tupl
         means[name] = {task: {c: statistics.fmean(r[task][c] for r in mine) for c in COLUMNS} for task in TASKS}
         if len(mine) > 1:
             spreads[name] = {task: {c: statistics.stdev(r[task][c] for r in mine) for c in COLUMNS} for task in TASKS}
-    means[REFERENCE] = evaluate_reference(events, events.with_suffix(".categories.csv"), seed=seed)
+    means[REFERENCE] = evaluate_reference(events, events.with_suffix(".items.jsonl"), seed=seed)
     return means, spreads
 
 

@@ -194,13 +194,16 @@ class StepTensors:
     tasks: dict[str, TaskTensors]
     rel_items: torch.Tensor  # (N,) local item index: L_Rel's shared negative items
     rel_queries: torch.Tensor  # (N,) query index: L_Rel's shared negative queries
+    # item features from the catalogue (None without one): local word indices, 0 = none
+    item_categories: torch.Tensor | None = None  # (U, levels) category tokens by level
+    item_caption: torch.Tensor | None = None  # (U, words) caption words
 
     def to(self, device: torch.device | str) -> StepTensors:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         tasks = {k: TaskTensors(*(move(getattr(t, f)) for f in t.__dataclass_fields__)) for k, t in self.tasks.items()}
         return StepTensors(
             move(self.item_rows), move(self.word_rows), move(self.query_words), move(self.query_offsets),
-            tasks, move(self.rel_items), move(self.rel_queries),
+            tasks, move(self.rel_items), move(self.rel_queries), move(self.item_categories), move(self.item_caption),
         )
 
 
@@ -251,6 +254,7 @@ def encode(
     exclude: dict[int, np.ndarray] | None = None,
     negatives: dict[str, np.ndarray] | None = None,
     unknown_rate: float = 0.0,
+    catalogue=None,
 ) -> tuple[StepTensors, dict[str, np.ndarray]]:
     """Map a batch's raw ids to table rows and sample its negatives.
 
@@ -265,7 +269,9 @@ def encode(
     touched in `blocked`. In training, each candidate (target or negative) is shown as an
     unknown item with probability `unknown_rate`, so the unknown-item vector learns what an
     item the model knows nothing about is worth. `rel_queries` (N, W) are L_Rel's shared
-    negative queries (raw words).
+    negative queries (raw words). With a `catalogue` (model.catalogue), every item of the
+    step, known or not, carries its category and caption tokens, mapped through the word
+    table like query words; an item shown as unknown keeps its features (only its id is hidden).
     """
     def look(kind: str, ids: np.ndarray) -> np.ndarray:
         if not train:
@@ -286,13 +292,11 @@ def encode(
     local = np.zeros(len(flat), np.int64)
     local[real] = inverse + 1
     item_rows = [np.zeros(1, np.int64), look("items", distinct)]
+    item_raw = [np.zeros(1, np.int64), distinct]  # the raw id of every local item, beside item_rows
+    row_key = tables["items"].row_key  # the raw id held by each item table row
     local_parts = [p.reshape(a.shape) for p, a in zip(np.split(local, np.cumsum([a.size for a in parts])[:-1]), parts)]
     vocab = np.concatenate(item_rows)
     n_pool, n_local = tables["items"].n_used, len(vocab)
-    unknown_index = None  # the local index of one UNKNOWN entry, for id dropout
-    if train and unknown_rate > 0:
-        item_rows.append(np.array([UNKNOWN]))
-        unknown_index, n_local = n_local, n_local + 1
 
     out = {}
     for i, (name, rows) in enumerate(batch.tasks.items()):
@@ -307,18 +311,26 @@ def encode(
             touched[np.arange(len(rows))[:, None], seen] = True
             blocked = torch.from_numpy(np.concatenate([np.zeros((len(rows), 1), bool), touched[:, 1:]], 1))
             item_rows.append(np.arange(1, n_pool + 1))
+            item_raw.append(row_key[1 : n_pool + 1])
             candidates = np.concatenate([target[:, None], np.broadcast_to(n_local + np.arange(n_pool), (len(rows), n_pool))], 1)
             n_local += n_pool
         else:
             if negatives is not None and name in negatives:
                 drawn = look("items", negatives[name])
+                item_raw.append(np.asarray(negatives[name], np.int64).ravel())
             else:
                 drawn = sample_negatives(rng, n_pool, seen, n_negatives, strict=not train)
+                item_raw.append(row_key[drawn.ravel()])
             item_rows.append(drawn.ravel())
             candidates = np.concatenate([target[:, None], n_local + np.arange(drawn.size).reshape(drawn.shape)], 1)
             n_local += drawn.size
-            if unknown_index is not None:
-                candidates[rng.random(candidates.shape) < unknown_rate] = unknown_index
+            if train and unknown_rate > 0:  # id dropout: a fresh UNKNOWN entry per candidate shown
+                hidden = rng.random(candidates.shape) < unknown_rate
+                n_hidden = int(hidden.sum())
+                item_rows.append(np.full(n_hidden, UNKNOWN))
+                item_raw.append(np.concatenate(item_raw)[candidates[hidden]])
+                candidates[hidden] = n_local + np.arange(n_hidden)
+                n_local += n_hidden
         out[name] = TaskTensors(
             user=torch.from_numpy(user_rows[i]),
             rec_items=torch.from_numpy(rec_items),
@@ -335,6 +347,7 @@ def encode(
     rel_items = n_local + np.arange(n_rel_items if n_pool else 0)
     if len(rel_items):
         item_rows.append(rng.integers(1, n_pool + 1, size=len(rel_items)))
+        item_raw.append(row_key[item_rows[-1]])
     queries = batch.queries
     rel_query_index = np.zeros(0, np.int64)
     if rel_queries is not None and len(rel_queries):
@@ -352,19 +365,33 @@ def encode(
         rel_query_index = canonical[len(queries) :]
         queries = np.concatenate([both[: len(queries)], both[new]])
     # queries as bags of local word indices (no padding), over a vocabulary of distinct words
+    # that item feature tokens share
     real = queries != 0
-    distinct, inverse = np.unique(queries[real], return_inverse=True)
+    tokens = [queries[real]]
+    if catalogue is not None:
+        categories, caption = catalogue.lookup(np.concatenate(item_raw))
+        tokens += [categories[categories != 0], caption[caption != 0]]
+    distinct, inverse = np.unique(np.concatenate(tokens), return_inverse=True)
     word_rows = np.concatenate([np.zeros(1, np.int64), look("words", distinct)])
+    local_words = np.split(inverse.astype(np.int64) + 1, np.cumsum([len(t) for t in tokens])[:-1])
     query_offsets = np.concatenate([[0], np.cumsum(real.sum(1))[:-1]])
+    features = {}
+    if catalogue is not None:
+        for name, block, words in (("item_categories", categories, local_words[1]),
+                                   ("item_caption", caption, local_words[2])):
+            local_block = np.zeros(block.shape, np.int64)
+            local_block[block != 0] = words
+            features[name] = torch.from_numpy(local_block)
 
     step = StepTensors(
         item_rows=torch.from_numpy(np.concatenate(item_rows)),
         word_rows=torch.from_numpy(word_rows),
-        query_words=torch.from_numpy(inverse.astype(np.int64) + 1),
+        query_words=torch.from_numpy(local_words[0]),
         query_offsets=torch.from_numpy(query_offsets),
         tasks=out,
         rel_items=torch.from_numpy(rel_items),
         rel_queries=torch.from_numpy(rel_query_index),
+        **features,
     )
     return step, recycled
 

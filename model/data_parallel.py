@@ -45,6 +45,7 @@ class FindOnly:
     def __init__(self, table: IdTable) -> None:
         self.table = table
         self.n_used = table.n_used
+        self.row_key = table.row_key  # the id held by each row
 
     def __len__(self) -> int:
         return len(self.table)

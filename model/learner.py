@@ -31,12 +31,13 @@ import torch
 
 from model.batch import Batch, collate, encode
 from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_lookup, unpack_step
+from model.catalogue import Catalogue
 from model.idtable import KINDS, IdTable
 from model.registry import build, make_config
 from stream.contract.history import Limits
 from stream.contract.samples import Sample
 
-FORMAT = 1
+FORMAT = 2  # 2: the item catalogue joined the checkpoint
 
 
 class QueryPool:
@@ -77,6 +78,7 @@ class Learner:
         n_negatives: int = 4,
         unknown_rate: float = 0.05,
         query_pool: int = 50_000,
+        catalogue_size: int | None = None,
         device: str = "cpu",
         **config,
     ) -> None:
@@ -95,6 +97,11 @@ class Learner:
             torch.manual_seed(seed)
             self.model = build(model, cfg).to(self.device)
         self.ids = {kind: IdTable(getattr(cfg, f"n_{kind}")) for kind in KINDS}
+        # item features, joined by item id at batch time (for a model that embeds them)
+        self.catalogue = Catalogue(catalogue_size or max(cfg.n_items, Catalogue.DEFAULT_CAPACITY),
+                                   getattr(cfg, "category_levels", 2),
+                                   getattr(cfg, "caption_words", 16))
+        self._features = getattr(cfg, "use_item_features", False)
         self.queries = QueryPool(query_pool, self.limits.max_words)
         self.step = 0
 
@@ -130,7 +137,7 @@ class Learner:
         self.queries.add(batch.queries)
         step, recycled = encode(
             batch, self.ids, rng, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
-            n_rel_items=n_rel, rel_queries=rel_queries,
+            n_rel_items=n_rel, rel_queries=rel_queries, catalogue=self.feature_catalogue(),
         )
         self._recycle(recycled)
         self.model.train()
@@ -168,7 +175,7 @@ class Learner:
             frozen = {kind: FindOnly(table) for kind, table in self.ids.items()}
             step, _ = encode(
                 batch, frozen, own, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
-                n_rel_items=n_rel, rel_queries=rel_queries,
+                n_rel_items=n_rel, rel_queries=rel_queries, catalogue=self.feature_catalogue(),
             )
             self.model.train()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -184,6 +191,17 @@ class Learner:
             return terms
         self._apply_step()
         return terms
+
+    def add_items(self, records) -> None:
+        """Take catalogue records (stream.contract.items.ItemRecord) into the local catalogue;
+        the next batches embed those items' features."""
+        records = list(records)
+        self.catalogue.update(np.fromiter((r.item for r in records), np.int64, len(records)),
+                              [r.categories for r in records], [r.words for r in records])
+
+    def feature_catalogue(self) -> Catalogue | None:
+        """The catalogue encode joins features from: None for a model that embeds no features."""
+        return self.catalogue if self._features else None
 
     def _zero_grad(self) -> None:
         for opt in self.optimizers.values():
@@ -252,7 +270,7 @@ class Learner:
                 h.update(repr(value).encode())
 
         state = self.state_dict()
-        feed({k: state[k] for k in ("step", "model", "optimizers", "ids", "queries")})
+        feed({k: state[k] for k in ("step", "model", "optimizers", "ids", "queries", "catalogue")})
         return h.hexdigest()
 
     @torch.no_grad()
@@ -275,7 +293,7 @@ class Learner:
             batch = collate(batch, self.limits)
         rng = np.random.default_rng([self.seed if seed is None else seed, self.step, 1])
         step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude,
-                         negatives=negatives)
+                         negatives=negatives, catalogue=self.feature_catalogue())
         self.model.eval()
         scores, _ = self.model(step.to(self.device))
         out = {}
@@ -324,12 +342,13 @@ class Learner:
             "config": dataclasses.asdict(self.config),
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
                         "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate,
-                        "query_pool": len(self.queries.words)},
+                        "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity},
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "ids": {kind: table.state_dict() for kind, table in self.ids.items()},
             "queries": self.queries.state_dict(),
+            "catalogue": self.catalogue.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -343,6 +362,7 @@ class Learner:
         for kind, table in self.ids.items():
             table.load_state_dict(state["ids"][kind])
         self.queries.load_state_dict(state["queries"])
+        self.catalogue.load_state_dict(state["catalogue"])
         self.step = int(state["step"])
 
     @classmethod

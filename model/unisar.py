@@ -42,6 +42,11 @@ class UniSARConfig:
     n_words: int = 1 << 17
     id_dim: int = 32  # width of a raw id embedding (the reference's 32), projected to d
     init_std: float = 1.0  # of id embeddings (nn.Embedding's default); see Embeddings
+    # item side features from the catalogue (model.catalogue): category tokens by level and
+    # caption words, embedded through the word table; False: ids only (the ablation)
+    use_item_features: bool = True
+    category_levels: int = 2
+    caption_words: int = 16
     d: int = 64
     n_layers: int = 1
     n_heads: int = 2
@@ -79,7 +84,10 @@ class UniSARConfig:
 
 class Embeddings(nn.Module):
     """Users, items and queries: tanh(Linear(id embedding)); a query is the mean of its
-    word embeddings. A padding id (row 0; also a user or word the tables do not hold) embeds
+    word embeddings. With item features, as the reference: an item is tanh(Linear(concat(id
+    embedding, one embedding per category level, mean of its caption words))), categories and
+    words through the word table (a caption word and a query word are one row); an absent
+    feature embeds to zero. A padding id (row 0; also a user or word the tables do not hold) embeds
     to exactly zero; an item the table does not hold (row UNKNOWN) embeds through a learned
     id vector, trained by showing known candidates as unknown now and then (model.batch). Rows start as N(0, init_std^2), nn.Embedding's default for init_std = 1:
     the reference's xavier-normal over a fixed 670k-row table gives std 0.002, a scale
@@ -93,6 +101,11 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(cfg.n_words, cfg.id_dim, padding_idx=0, sparse=True)
         self.user_proj = nn.Linear(cfg.id_dim, cfg.d)
         self.item_proj = nn.Linear(cfg.id_dim, cfg.d)
+        # Linear(concat(id, features)) written as two blocks: the id block starts as it does
+        # without features, the feature block at zero (so the features do not move the start,
+        # nor the random initialisation of the rest), and learns from the first step
+        self.feature_proj = nn.Parameter(torch.zeros(cfg.d, (cfg.category_levels + 1) * cfg.id_dim)) \
+            if cfg.use_item_features else None
         self.unknown_item = nn.Parameter(torch.randn(cfg.id_dim) * cfg.init_std)
         self.query_proj = nn.Linear(cfg.id_dim, cfg.d)
         self.init_std = cfg.init_std
@@ -109,14 +122,23 @@ class Embeddings(nn.Module):
     def users(self, rows: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, d)
         return torch.tanh(self.user_proj(self.user(rows))) * (rows != 0).unsqueeze(-1)
 
-    def items(self, rows: torch.Tensor) -> torch.Tensor:  # (U,) -> (U, d)
-        unknown = (rows == UNKNOWN).unsqueeze(-1)
-        ids = torch.where(unknown, self.unknown_item, self.item(rows.clamp_min(0)))
-        return torch.tanh(self.item_proj(ids)) * (rows != 0).unsqueeze(-1)
+    def words(self, word_rows: torch.Tensor) -> torch.Tensor:  # the step's distinct words (V,) -> (V, id_dim)
+        return self.word(word_rows)
 
-    def queries(self, word_rows: torch.Tensor, words: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        # distinct words (V,) -> their embeddings once; bags of local word indices -> (Q, d)
-        mean = F.embedding_bag(words, self.word(word_rows), offsets, mode="mean")
+    def items(self, step: StepTensors, W: torch.Tensor) -> torch.Tensor:  # -> (U, d); W: words()
+        rows = step.item_rows
+        unknown = (rows == UNKNOWN).unsqueeze(-1)
+        x = self.item_proj(torch.where(unknown, self.unknown_item, self.item(rows.clamp_min(0))))
+        if self.feature_proj is not None and step.item_categories is not None:  # else: features absent, zero
+            caption = step.item_caption
+            n_words = (caption != 0).sum(1, keepdim=True).clamp_min(1)
+            features = torch.cat([W[step.item_categories].flatten(1), W[caption].sum(1) / n_words], -1)
+            x = x + features @ self.feature_proj.T  # row 0 of W is the zero padding word
+        return torch.tanh(x) * (rows != 0).unsqueeze(-1)
+
+    def queries(self, W: torch.Tensor, words: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        # bags of local word indices over the step's word vectors W (V, id_dim) -> (Q, d)
+        mean = F.embedding_bag(words, W, offsets, mode="mean")
         lengths = torch.diff(offsets, append=offsets.new_tensor([len(words)]))
         return torch.tanh(self.query_proj(mean)) * (lengths != 0).unsqueeze(-1)
 
@@ -219,7 +241,8 @@ class UniSARNet(nn.Module):
             if isinstance(m, nn.Linear):
                 if id(m) not in in_projs:
                     nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(
         self, step: StepTensors, task: str, V_item: torch.Tensor, V_query: torch.Tensor
@@ -329,10 +352,11 @@ class UniSAR(nn.Module):
         vectors = {}
         for task in step.tasks:
             net = self.nets[0 if cfg.joint else TASKS.index(task)]
-            if id(net) not in vectors:  # each distinct item and query is projected once per step
+            if id(net) not in vectors:  # each distinct item, word and query is projected once per step
+                W = net.embed.words(step.word_rows)
                 vectors[id(net)] = (
-                    net.embed.items(step.item_rows),
-                    net.embed.queries(step.word_rows, step.query_words, step.query_offsets),
+                    net.embed.items(step, W),
+                    net.embed.queries(W, step.query_words, step.query_offsets),
                 )
             scores[task], terms = net(step, task, *vectors[id(net)])
             if not self.training:

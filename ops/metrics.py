@@ -108,6 +108,10 @@ class TrainerMetrics(_Served):
         self.table_used = Gauge("unisar_embedding_rows_used", "Rows holding an id", ["table"], registry=registry)
         self.evictions = Counter("unisar_embedding_evictions_total", "Rows recycled for new ids", ["table"],
                                  registry=registry)
+        self.catalogue = Counter("unisar_catalogue_records_total", "Item catalogue records read by the trainer, "
+                                 "by outcome (applied, dead_letter)", ["outcome"], registry=registry)
+        self.catalogue_items = Gauge("unisar_catalogue_items", "Items the trainer's local catalogue holds",
+                                     registry=registry)
         self.lag = Gauge("unisar_trainer_consumer_lag", "Samples not yet read, per samples partition",
                          ["partition"], registry=registry)
         self.nonfinite = Counter("unisar_train_nonfinite_loss_total", "Steps whose loss was NaN or infinite "
@@ -152,6 +156,45 @@ class RankMetrics:
                                    "differed (all then took rank 0's)", registry=registry)
         for outcome in ("step", "idle"):
             self.rounds.labels(outcome)
+
+
+SERVE_ENDPOINTS = ("rank", "recommend", "history")
+SERVE_OUTCOMES = ("ok", "bad_request", "unauthorized", "not_ready", "error")
+SERVE_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class ServeMetrics:
+    """`unisar serve`: request latency and outcomes, the model served, the history view's lag.
+    The model's age is computed at scrape time (`model_age.set_function`)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.latency = Histogram("unisar_serve_request_seconds", "Seconds from a ranking request's arrival to its "
+                                 "answer, by endpoint", ["endpoint"], buckets=SERVE_BUCKETS, registry=registry)
+        self.requests = Counter("unisar_serve_requests_total", "Requests by endpoint and outcome (bad_request: 422; "
+                                "unauthorized: 401; not_ready: 503, no model yet)", ["endpoint", "outcome"],
+                                registry=registry)
+        self.batch_size = Histogram("unisar_serve_batch_requests", "Requests ranked together in one forward pass",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
+        self.model_step = Gauge("unisar_serve_model_step", "Step of the model being served (-1: none yet)",
+                                registry=registry)
+        self.model_step.set(-1)
+        self.model_age = Gauge("unisar_serve_model_age_seconds", "Seconds since the served checkpoint was written",
+                               registry=registry)
+        self.swaps = Counter("unisar_serve_model_swaps_total", "Newer checkpoints swapped in", registry=registry)
+        self.refused = Counter("unisar_serve_checkpoints_refused_total", "Checkpoints that did not load (corrupt, "
+                               "partial or of another format); the model before them kept serving",
+                               registry=registry)
+        self.history_lag = Gauge("unisar_serve_history_lag_records", "Changelog records not yet in the service's "
+                                 "history view, over all partitions", registry=registry)
+        self.history_delay = Histogram("unisar_serve_history_apply_seconds", "Seconds from a history change's "
+                                       "changelog timestamp until the service's view holds it",
+                                       buckets=FRESHNESS_BUCKETS, registry=registry)
+        self.users = Gauge("unisar_serve_users", "Users in the service's history view (RocksDB estimate)",
+                           registry=registry)
+        for endpoint in SERVE_ENDPOINTS:
+            for outcome in SERVE_OUTCOMES:
+                self.requests.labels(endpoint, outcome)
 
 
 def fresh_registry() -> CollectorRegistry:

@@ -3,7 +3,8 @@
 Each component reads a small group of settings: the Kafka connection (`KafkaSettings`), the
 topic names and partitions (`TopicSettings`), the state store (`StoreSettings`), the /metrics
 bind address (`MetricsSettings`), the stream worker (`WorkerSettings`), the continual trainer
-(`TrainerSettings`) and its scale-out (`ScaleOutSettings`). `Settings` is all of them at once:
+(`TrainerSettings`), its scale-out (`ScaleOutSettings`) and the ranking service
+(`ServeSettings`). `Settings` is all of them at once:
 it inherits every group, so it keeps flat attribute access (`settings.brokers`) and can be
 passed wherever a function asks for one group (`def f(kafka: KafkaSettings)`); `view(Group)`
 cuts out one group's values as that group's own object.
@@ -89,6 +90,8 @@ class TopicSettings(SettingsGroup):
                                json_schema_extra=cli(metavar="TOPIC"))
     dlq_topic: str = Field("sar.events.dlq", description="dead letters: bad events with the reason",
                            json_schema_extra=cli(metavar="TOPIC"))
+    items_topic: str = Field("sar.items", description="the item catalogue (catalogue v1, key = item; compacted): "
+                             "item features the trainers join by item id", json_schema_extra=cli(metavar="TOPIC"))
     changelog_topic: str = Field("sar.histories.changelog", description="compacted changelog of the per-user "
                                  "histories (a worker restores its state from it)",
                                  json_schema_extra=cli(metavar="TOPIC"))
@@ -146,7 +149,8 @@ class TrainerSettings(SettingsGroup):
 
     trainer_group: str = Field("unisar-trainer", description="the trainers' Kafka consumer group",
                                json_schema_extra=cli(metavar="GROUP"))
-    model: str = Field("unisar", description="model of the zoo (model.registry)",
+    model: str = Field("unisar", description="model of the zoo: unisar, unifiedssr, sasrec or popularity "
+                       "(model.registry); a resumed checkpoint must hold the same model",
                        json_schema_extra=cli(metavar="NAME"))
     batch_size: int = Field(1024, ge=1, description="samples per test-then-train step",
                             json_schema_extra=cli(metavar="N"))
@@ -206,12 +210,53 @@ class ScaleOutSettings(SettingsGroup):
                                   "each collective", json_schema_extra=cli("--dist-timeout", metavar="S"))
 
 
+class ServeSettings(SettingsGroup):
+    """`unisar serve`: rankings over HTTP from the newest checkpoint and the changelog's histories."""
+
+    title: ClassVar[str] = "serving"
+
+    serve_host: str = Field("127.0.0.1", description="address the service binds (loopback: only this machine; "
+                            "0.0.0.0: every interface, set a token first)", json_schema_extra=cli("--host", metavar="ADDR"))
+    serve_port: int = Field(8000, ge=0, le=65535, description="the service's HTTP port (0: any free one)",
+                            json_schema_extra=cli("--port", metavar="PORT"))
+    serve_state_dir: str = Field("./serve-state", description="RocksDB directory of the service's own view of the "
+                                 "histories (restored from the changelog, kept across restarts)",
+                                 json_schema_extra=cli(metavar="DIR"))
+    # the same setting (and UNISAR_CHECKPOINT_DIR) as the trainer's: the service reads what it writes
+    checkpoint_dir: str = Field("./checkpoints", description="the trainer's checkpoint directory; the newest "
+                                "complete checkpoint in it is served", json_schema_extra=cli(metavar="DIR"))
+    check_interval_s: float = Field(5.0, gt=0, description="look for a newer checkpoint this often, in seconds",
+                                    json_schema_extra=cli("--check-interval", metavar="S"))
+    max_candidates: int = Field(1000, ge=1, le=100_000, description="candidate items one /v1/rank request may send",
+                                json_schema_extra=cli(metavar="N"))
+    pool_size: int = Field(500, ge=1, le=100_000, description="recently popular items kept as /v1/recommend's "
+                           "candidates", json_schema_extra=cli(metavar="N"))
+    pool_warmup: int = Field(20_000, ge=0, description="events read back from the end of the events topic at start, "
+                             "to fill the candidate pool", json_schema_extra=cli(metavar="N"))
+    batch_max: int = Field(64, ge=1, le=4096, description="requests ranked together in one forward pass at most",
+                           json_schema_extra=cli(metavar="N"))
+    batch_wait_ms: float = Field(2.0, ge=0, description="how long a request waits for others to share its forward "
+                                 "pass, in milliseconds", json_schema_extra=cli(metavar="MS"))
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="inference precision (auto: bf16 where "
+                                                       "the CPU has bf16 instructions or on CUDA, else fp32)")
+    inference_threads: int = Field(0, ge=0, le=1024, description="torch threads of the forward pass (0: one less "
+                                   "than the CPUs, at least 1: the HTTP loop keeps a core)",
+                                   json_schema_extra=cli(metavar="N"))
+    serve_token: str | None = Field(None, repr=False, description="bearer token every endpoint but /health requires "
+                                    "(environment only: UNISAR_SERVE_TOKEN)", json_schema_extra=cli(hidden=True))
+    history_endpoint: bool = Field(False, description="serve GET /v1/users/{user}/history (personal data: off "
+                                   "unless enabled)", json_schema_extra=cli(metavar="{true,false}"))
+    inspect_page: bool = Field(False, description="serve the inspection page at / (personal data: off unless "
+                               "enabled)", json_schema_extra=cli(metavar="{true,false}"))
+
+
 GROUPS: tuple[type[SettingsGroup], ...] = (KafkaSettings, TopicSettings, StoreSettings, MetricsSettings,
-                                           WorkerSettings, TrainerSettings, ScaleOutSettings)
+                                           WorkerSettings, TrainerSettings, ScaleOutSettings,
+                                           ServeSettings)
 
 
 class Settings(ScaleOutSettings, TrainerSettings, WorkerSettings, MetricsSettings, StoreSettings, TopicSettings,
-               KafkaSettings):
+               KafkaSettings, ServeSettings):
     """Every group at once, with flat fields (the demo passes all of them to its children)."""
 
     title: ClassVar[str] = "settings"

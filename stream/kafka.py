@@ -37,6 +37,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.dlq_topic, 1, 1),
         # Compacted: the latest history per user is all a restore needs. Never time-expire it.
         NewTopic(settings.changelog_topic, p, 1, topic_configs={"cleanup.policy": "compact"}),
+        # Compacted too: the latest record of each item is the catalogue. One partition: every
+        # trainer reads all of it.
+        NewTopic(settings.items_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

@@ -26,7 +26,8 @@ def settings(broker, tmp_path) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(
         brokers=broker.bootstrap, events_topic=f"ev-{tag}", samples_topic=f"sm-{tag}", dlq_topic=f"dlq-{tag}",
-        changelog_topic=f"cl-{tag}", group=f"g-{tag}", state_dir=str(tmp_path / "state"), partitions=4,
+        changelog_topic=f"cl-{tag}", items_topic=f"it-{tag}", group=f"g-{tag}", state_dir=str(tmp_path / "state"),
+        partitions=4,
         metrics_port=0,
     )
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 import typing
 from pathlib import Path
@@ -229,6 +230,35 @@ def out_problem(path: str | os.PathLike) -> str | None:
     if target.exists() and not os.access(target, os.W_OK):
         return f"expected a writable file, got {str(path)!r} (it exists and is read-only)"
     return None
+
+
+def add_items_flag(p) -> None:
+    p.add_argument("--items", metavar="FILE", help="item catalogue (catalogue v1, stream.contract.items): category "
+                   "and caption features by item id (default: X.items.jsonl beside --events X.jsonl when it exists; "
+                   "'none': no catalogue)")
+
+
+def load_items(args, command: str) -> list:
+    """The catalogue records of `--items` (or of the file beside `--events`); invalid ones are
+    skipped with a line on stderr, an unreadable file is a user error."""
+    from stream.contract.files import DataError, SourceUnavailable, catalogue_path
+    from stream.contract.offline import load_catalogue
+
+    if args.items == "none":
+        return []
+    path = args.items or catalogue_path(args.events)
+    if not args.items and not Path(path).is_file():
+        return []
+    try:
+        records, rejected = load_catalogue(path)
+    except (DataError, SourceUnavailable) as exc:
+        fail(f"--items: {exc}")
+    print(f"unisar {command}: item catalogue {path}: {len(records):,} records")
+    if rejected:
+        line, why = rejected[0]
+        print(f"unisar {command}: skipped {len(rejected)} invalid catalogue records (first, line {line}: "
+              f"{why.reason})", file=sys.stderr)
+    return records
 
 
 def out_file(text: str) -> str:

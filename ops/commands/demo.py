@@ -4,7 +4,8 @@ It starts the embedded broker and creates the topics; simulates events (or loads
 ml-100k or an event file: .jsonl, .jsonl.gz or .parquet) and holds out the latest 10%
 of the samples in event time (`--heldout-last`) for offline evaluation; runs a stream
 worker and a continual trainer as their own processes; replays the events before the
-held-out ones into Kafka; shows a live view (events/s, samples/s, losses, HR/NDCG per
+held-out ones into Kafka, in time order (sorted by ts, ties in file order, whatever order
+the file was written in); shows a live view (events/s, samples/s, losses, HR/NDCG per
 task); stops on Ctrl-C, after --duration, or once the trainer has learned from
 everything; and writes a report to --out: PNG plots of losses and HR/NDCG over time,
 summary.json and summary.md. Everything it started stops on exit, errors included.
@@ -24,12 +25,15 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole system end to end on the embedded broker",
                        description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="simulator",
-                   help="simulator (default), ml-100k, or a path to an event file (.jsonl, .jsonl.gz or .parquet)")
+                   help="simulator (default), ml-100k, or a path to an event file (.jsonl, .jsonl.gz or .parquet; "
+                        "replayed in time order whatever its order)")
     p.add_argument("--events", type=int, default=DEFAULT_EVENTS, help=f"simulated events (default {DEFAULT_EVENTS})")
     p.add_argument("--users", type=int, default=1_500, help="simulated users (default 1500)")
     p.add_argument("--rate", type=float, help="events per second to replay at (default: as fast as possible)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")
+    p.add_argument("--model", default="unisar", metavar="NAME",
+                   help="model the trainer trains: unisar (default), unifiedssr, sasrec or popularity")
     p.add_argument("--heldout-last", type=float, default=0.1, metavar="F",
                    help="the latest F of the samples in event time, held out for the offline evaluation (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data preparation and of the trainer")
@@ -47,17 +51,15 @@ def register(sub) -> None:
 def _dataset(args, out: Path) -> Path:
     from ops.commands._common import fail
 
-    if args.dataset == "simulator":
-        from stream.data.jsonl import write_events
-        from stream.data.simulator import SimConfig, generate
+    from ops.cli import main as cli
 
+    if args.dataset == "simulator":  # with its item catalogue beside it, as `unisar data simulate` writes it
         path = out / "events.jsonl"
-        write_events(generate(SimConfig(users=args.users, seed=args.seed), args.events), path,
-                     check_every=100, desc="simulating events", total=args.events)
+        if cli(["data", "simulate", "--events", str(args.events), "--users", str(args.users), "--seed",
+                str(args.seed), "--no-stats", "--out", str(path)]) != 0:
+            fail("could not simulate the events (see the message above)", 1)
         return path
     if args.dataset == "ml-100k":
-        from ops.cli import main as cli
-
         path = out / "ml-100k.jsonl"
         if cli(["data", "movielens", "--out", str(path), "--seed", str(args.seed)]) != 0:
             fail("could not prepare ml-100k (see the message above)", 1)
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
             fail(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not 0.0 < args.heldout_last < 1.0:
         fail(f"--heldout-last: expected a fraction in (0, 1), got {args.heldout_last}")
+    from ops.commands.train import check_model
+
+    check_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events_path = _dataset(args, out)
@@ -103,12 +108,18 @@ def _run_system(args, events_path, run_dir) -> int:
     from ops.commands._common import fail, load_settings
     from ops.report import RunRecord, flatten
     from stream.kafka import ensure_topics_sync
-    from stream.contract.files import DataError, SourceUnavailable
-    from stream.contract.offline import describe, heldout_replay
-    from stream.ingest.producer import EventProducer, Pacer, produce_lines
+    from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
+    from stream.contract.offline import describe, heldout_replay, load_catalogue, table_sizes
+    from stream.ingest.producer import EventProducer, Pacer, produce_items, produce_lines
 
+    catalogue = catalogue_path(events_path)
     try:  # the trainer's --heldout holds out the same samples (stream.contract.offline)
         to_send, heldout, sizes = heldout_replay(events_path, args.heldout_last)
+        if catalogue.is_file():  # the item features share the word table
+            records, _ = load_catalogue(catalogue)
+            sizes["words"] += table_sizes([], catalogue=records)["words"]
+            print(f"{catalogue}: {len(records):,} item catalogue records, sent to {load_settings().items_topic} "
+                  f"before the events")
     except (DataError, SourceUnavailable) as exc:
         fail(f"--dataset: {exc}")
     cutoff = len(to_send)
@@ -124,17 +135,26 @@ def _run_system(args, events_path, run_dir) -> int:
             metrics_port=args.worker_metrics_port or free_port(),
             trainer_metrics_port=args.trainer_metrics_port or free_port(), batch_size=args.batch_size,
             max_wait_s=1.0, heldout=str(events_path), heldout_last=args.heldout_last,
-            offline_every_steps=args.offline_every_steps, seed=args.seed,
+            offline_every_steps=args.offline_every_steps, seed=args.seed, model=args.model,
             n_users=sizes["users"], n_items=sizes["items"], n_words=sizes["words"])  # from the data
         ensure_topics_sync(settings)
         try:
             children.append(Child("worker", settings, run_dir / "worker.log"))
             children.append(Child("train", settings, run_dir / "trainer.log"))
+            serve_port = free_port()  # rankings from the newest checkpoint as the trainer writes them
+            children.append(Child("serve", settings, run_dir / "serve.log", serve_port=serve_port,
+                                  serve_state_dir=str(run_dir / "serve-state"), history_endpoint=True,
+                                  inspect_page=True))
+            print(f"rankings: http://127.0.0.1:{serve_port} (inspection page /, API /docs; ready after the "
+                  f"trainer's first checkpoint)", flush=True)
             print(f"broker {broker.bootstrap} | worker metrics :{settings.metrics_port}/metrics | trainer metrics "
                   f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}", flush=True)
 
             def replay() -> None:
                 try:
+                    if catalogue.is_file():
+                        with EventProducer(settings, topic=settings.items_topic) as producer:
+                            produce_items(producer, read_values(catalogue))
                     with EventProducer(settings) as producer:
                         summary = produce_lines(producer, _Stoppable(to_send, stop), Pacer(args.rate))
                 except Exception as exc:  # noqa: BLE001 - reported by the main loop, which stops the demo
@@ -208,7 +228,7 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, h
         "heldout_samples": n_heldout, "heldout_last": heldout_last, "heldout_rule": GLOBAL,
         "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
         "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
-        "model_step": record.last("step", 0), "offline_eval_step": offline_step,
+        "model": settings.model, "model_step": record.last("step", 0), "offline_eval_step": offline_step,
         "dead_letters": record.last("dead_letters", 0),
         "mean_freshness_seconds": round(record.last("freshness_sum", 0) / max(1, record.last("freshness_count", 0)), 3),
         "quality": quality, "losses": losses, "broker": settings.brokers, "run_dir": str(run_dir), "pids": pids,

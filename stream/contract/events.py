@@ -226,6 +226,16 @@ def parse_event(raw: bytes | None, key: bytes | None | object = NO_KEY) -> Event
     return event
 
 
+def dead_letter_headers(why: Rejection, source: str) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: why it was refused, and where it came from
+    (topic/partition/offset). Any text fits: what cannot be encoded is escaped."""
+    def text(value: str) -> bytes:
+        return value.encode("utf-8", "backslashreplace")
+
+    return [("reason", text(why.reason)), ("stage", text(why.stage)), ("expected", text(why.expected)),
+            ("got", text(why.got)), ("source", text(source))]
+
+
 def failed(stage: str, exc: Exception) -> Rejection:
     """The rejection of a record that raised while `stage` processed it: a dead letter that
     names the exception, instead of a worker stopped by one record."""

@@ -50,6 +50,7 @@ from typing import BinaryIO
 import orjson
 
 from stream.contract.events import Event, Rejection, validate
+from stream.contract.items import ItemRecord, parse_item
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
 STDIN = "-"
@@ -245,3 +246,30 @@ def read_events(path: str | Path, format: str | None = None) -> Iterator[tuple[i
     """(line, object, validated Event) for each event; DataError on the first invalid one."""
     with EventFile(path, format) as f:
         yield from f.events()
+
+
+EVENT_SUFFIXES = (".jsonl.gz", ".jsonl", ".ndjson", ".parquet", ".json")
+
+
+def stem(events_path: str | Path) -> Path:
+    """`out/x.jsonl` -> `out/x`: the prefix for files written beside an event file."""
+    path = Path(events_path)
+    for suffix in EVENT_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def catalogue_path(events_path: str | Path) -> Path:
+    """Where the item catalogue of an event file lives: beside it, `X.items.jsonl`."""
+    base = stem(events_path)
+    return base.with_name(f"{base.name}.items.jsonl")
+
+
+def read_items(path: str | Path, format: str | None = None) -> Iterator[tuple[int, ItemRecord | Rejection]]:
+    """(line, catalogue record or why it is not one) for each record of a catalogue file
+    (stream.contract.items; JSONL, .jsonl.gz or parquet, read as event files are). A bad
+    record is the caller's to report or skip, as a bad event is."""
+    with EventFile(path, format) as f:
+        for number, value in f.values():
+            yield number, parse_item(value)

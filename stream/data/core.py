@@ -12,12 +12,13 @@ vectorised, for the tens of millions of rows of the full data set):
 A min_core of 1 or less sets no count; both_behaviours must then be on, or there is
 nothing to filter.
 Ids are compared as text, as everywhere in stream.data. Memory: the events are held once
-(about 1 KB per event as Python dicts).
+(about 1 KB per event as Python dicts). The item catalogue follows the kept items
+(`kept_records`): a dropped item's record goes with it.
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -84,3 +85,8 @@ def k_core(events: Iterable[dict], min_core: int, both_behaviours: bool = False)
         dropped_clicks += len(before) - len(kept)
         out.append(e if len(kept) == len(before) else {**e, "clicks": kept})
     return CoreResult(out, rounds, len(users), frozenset(items), len(events) - len(out), dropped_clicks)
+
+
+def kept_records(records: Iterable[dict], kept_items: frozenset[str]) -> Iterator[dict]:
+    """The catalogue records (stream.contract.items) of the kept items, in their order."""
+    return (record for record in records if str(record["item"]) in kept_items)

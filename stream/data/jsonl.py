@@ -1,4 +1,4 @@
-"""Event and category files: the edges every source writes through.
+"""Event and item catalogue files: the edges every source writes through.
 
 Events: JSONL (one event v1 object per line; `.jsonl.gz` is gzip-compressed) or parquet
 (`.parquet`, needs pyarrow: pip install 'unisar-stream[parquet]'). Every event is validated
@@ -12,11 +12,15 @@ event_id, user, ts (int64 ms), type, item, click, query, clicks (list of strings
 query words are written as strings: stream.contract.ids hashes 12 and "12" alike, so nothing
 the model sees changes; a word-id query becomes its ids joined by spaces.
 
-Categories: `X.categories.csv` beside `X.jsonl`, header `item,category`, one item a line.
+Item catalogue: `X.items.jsonl` beside `X.jsonl` (stream.contract.files.catalogue_path), one
+catalogue v1 record a line (stream.contract.items: category ids by level, caption words).
+Every record is validated on the way out, as every event is, so a source cannot write a
+record the trainer or `unisar produce` would refuse. Read with stream.contract.files.read_items
+(hashed, for the model) or `read_catalogue` below (the records as written, for commands that
+copy or count them).
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +31,9 @@ import orjson
 from tqdm import tqdm
 
 from stream.contract.events import Rejection, validate
+from stream.contract.files import EventFile
+from stream.contract.items import ItemRecord, parse_item, validate_item
 from stream.data import DataError, require_pyarrow, show
-from stream.data.tabular import CsvTable
 
 PARQUET_BATCH = 65_536
 
@@ -167,30 +172,35 @@ def _flat(event: dict) -> dict:
     }
 
 
-# ---------------------------------------------------------------- categories
+# ---------------------------------------------------------------- item catalogue
 
 
-def write_categories(path: str | Path, pairs: Iterable[tuple[object, object]]) -> int:
-    """Write `item,category` rows; return how many."""
+def write_items(path: str | Path, records: Iterable[dict]) -> int:
+    """Write catalogue v1 records to `path` (JSONL; gzip-compressed when it ends in .gz), each
+    validated first (DataError naming the record when one is not v1); return how many."""
     count = 0
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(("item", "category"))
-            for item, category in pairs:
-                writer.writerow((item, category))
-                count += 1
+        raw = gzip.open(tmp, "wb", compresslevel=5) if str(path).endswith(".gz") else open(tmp, "wb", buffering=1 << 20)
+        with raw as fh:
+            for count, record in enumerate(records, 1):
+                checked = validate_item(record)
+                if isinstance(checked, Rejection):
+                    item = record.get("item") if isinstance(record, dict) else None
+                    raise DataError(f"item record #{count} ({show(item)}) for {path}", None,
+                                    f"a catalogue v1 record ({checked.expected})", checked.got)
+                fh.write(dumps(record, option=newline))
     return count
 
 
-def read_categories(path: str | Path) -> dict[str, str]:
-    """item (as text) -> category, from an `item,category` CSV."""
-    out: dict[str, str] = {}
-    with CsvTable(path, ["item", "category"]) as table:
-        i, c = table.columns["item"], table.columns["category"]
-        for line, row in table:
-            item = row[i].strip()
-            if not item:
-                raise table.error(line, "item", "an item id", row[i])
-            out[item] = row[c].strip()
-    return out
+def read_catalogue(path: str | Path) -> Iterator[tuple[int, dict, ItemRecord]]:
+    """(line, record as written, validated record) for each record of a catalogue file, by
+    read_items' rule (stream.contract.items.parse_item over the event-file reader); DataError
+    at the first record that is not catalogue v1. For commands that copy records or key them
+    by raw id; the model reads read_items."""
+    with EventFile(path) as f:
+        for line, value in f.values():
+            record = parse_item(value)
+            if isinstance(record, Rejection):
+                raise DataError(path, line, f"a catalogue v1 record ({record.expected})", record.got)
+            yield line, orjson.loads(value), record

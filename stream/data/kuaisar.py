@@ -11,8 +11,16 @@ Files read from one directory:
   is the keyword list and whose clicks are the items with click_cnt > 0 (first-seen order,
   duplicates removed, at most 100). Sessions with an empty keyword list are dropped
   (event v1 needs a query word); queries longer than 32 words are cut to 32.
-- `item_features.csv` (optional): item_id and `first_level_category_id` (or the level
-  asked for) -> the item -> category file beside the events.
+- `item_features.csv` (optional) -> the item catalogue beside the events (`catalogue`;
+  stream.contract.items), one record for each item of the events that the file lists:
+  categories = `first_level_category_id` .. `fourth_level_category_id` (the columns the
+  file has, in level order; an empty cell, 0 or a negative id is an unknown level, null:
+  the release documents 0 as the "empty" category, 空, of items without that level), and
+  caption = the `caption` column, anonymised word ids from the keywords' vocabulary
+  ("[1, 213, 24]", so a caption word and a query word with the same id are one token),
+  cut to its first 32 words as queries are. The UniSAR reference code uses the caption
+  and the first two levels. `user_features.csv` (activity levels, encrypted one-hot
+  fields) is not read: the catalogue carries items only.
 
 Preprocessing (the UniSAR paper's, each an option; `Options.paper()` turns all on), in
 this order:
@@ -37,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.contract.events import MAX_CLICKS, MAX_QUERY_WORDS, MAX_TS_MS, MIN_TS_MS
+from stream.contract.items import MAX_LEVELS
 from stream.data import DataError
 from stream.data.jsonl import progress
 from stream.data.tabular import CsvTable, parse_id_list, parse_int, parse_ms
@@ -45,7 +54,8 @@ DAY_MS = 86_400_000
 REC_FILE, SRC_FILE, ITEM_FILE = "rec_inter.csv", "src_inter.csv", "item_features.csv"
 REC_COLUMNS = ("user_id", "item_id", "timestamp", "click")
 SRC_COLUMNS = ("user_id", "search_session_id", "search_session_timestamp", "keyword", "item_id", "click_cnt")
-CATEGORY_COLUMNS = {1: "first", 2: "second", 3: "third", 4: "fourth"}
+CATEGORY_COLUMNS = tuple(f"{level}_level_category_id" for level in ("first", "second", "third", "fourth"))
+CAPTION_COLUMN = "caption"
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,6 @@ class Options:
     tz_hours: float = 8.0  # KuaiSAR days are Beijing days
     rec_clicks_only: bool = False
     search_item_types: frozenset[str] | None = None  # e.g. {"VIDEO", "IMAGE_ATLAS"}; None: all
-    category_level: int = 1
 
     @classmethod
     def paper(cls, **overrides: object) -> Options:
@@ -298,21 +307,44 @@ def events(data: KuaiSAR) -> Iterator[dict]:
                    "clicks": c_items[c_ptr[j]:c_ptr[j + 1]]}
 
 
-def read_categories(path: str | Path, wanted: np.ndarray, level: int = 1) -> Iterator[tuple[int, str]]:
-    """(item, category id) from item_features.csv for the items in `wanted`."""
-    column = f"{CATEGORY_COLUMNS[level]}_level_category_id"
+def catalogue(path: str | Path, wanted: np.ndarray) -> Iterator[dict]:
+    """Catalogue v1 records from item_features.csv for the items in `wanted` (the first row
+    of an item wins; see the module docstring for the columns)."""
     src = str(path)
     wanted_set = set(wanted.tolist())
-    with CsvTable(path, ("item_id", column)) as table:
-        ii, ic = table.columns["item_id"], table.columns[column]
+    with CsvTable(path, ("item_id",), optional=(*CATEGORY_COLUMNS[:MAX_LEVELS], CAPTION_COLUMN)) as table:
+        ii = table.columns["item_id"]
+        levels = [(name, table.optional.get(name)) for name in CATEGORY_COLUMNS[:MAX_LEVELS]]
+        while levels and levels[-1][1] is None:  # columns beyond the file's deepest level
+            levels.pop()
+        icap = table.optional.get(CAPTION_COLUMN)
         for line, row in progress(table, f"reading {Path(path).name}", unit="row"):
             try:
                 item = int(row[ii])
             except ValueError:
                 item = parse_int(row[ii], src, line, "item_id")
-            if item in wanted_set and row[ic].strip():
-                wanted_set.discard(item)
-                yield item, row[ic].strip()
+            if item not in wanted_set:
+                continue
+            wanted_set.discard(item)
+            record: dict = {"v": 1, "item": item}
+            categories = [_category(row, column, name, src, line) for name, column in levels]
+            while categories and categories[-1] is None:
+                categories.pop()
+            if categories:
+                record["categories"] = categories
+            if icap is not None and row[icap].strip():
+                words = parse_id_list(row[icap], src, line, CAPTION_COLUMN)[:MAX_QUERY_WORDS]
+                if words:
+                    record["caption"] = words
+            yield record
+
+
+def _category(row: list[str], column: int | None, name: str, src: str, line: int) -> int | None:
+    """A category id cell; None for a missing column, an empty cell, 0 or a negative id."""
+    if column is None or not row[column].strip():
+        return None
+    value = parse_int(row[column].strip(), src, line, name)  # pandas writes "9.0" when the column had gaps
+    return value if value > 0 else None
 
 
 def items_of(data: KuaiSAR) -> np.ndarray:

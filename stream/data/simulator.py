@@ -3,6 +3,7 @@
 The world: `items` items in `categories` categories. Item popularity is Zipf-like
 (weight 1/rank^item_zipf over a random ranking), and each category owns a small vocabulary
 of query words (Zipf-weighted) plus a pool of generic words shared by all categories.
+`World.catalogue()` gives each item's category as an item catalogue record (one level).
 
 A user: 2-6 favourite categories with random weights (interests persist), an exploration
 share that draws any category by popularity, an activity level, and a slow drift (after a
@@ -152,9 +153,15 @@ class World:
         )
 
     def categories(self) -> Iterator[tuple[str, str]]:
-        """(item, category) pairs for the categories file."""
+        """(item, category) pairs: the one level the simulated world has."""
         for name, cat in zip(self.item_names, self.item_category):
             yield name, f"c{cat}"
+
+    def catalogue(self) -> Iterator[dict]:
+        """The item catalogue (stream.contract.items): each item's category as level 1. No
+        caption: simulated items have no titles (a query's words tell the category instead)."""
+        for name, category in self.categories():
+            yield {"v": 1, "item": name, "categories": [category]}
 
 
 def _time_scale(config: SimConfig, n_events: int, activity_total: float) -> float:

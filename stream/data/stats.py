@@ -6,7 +6,9 @@ Definitions (the simulator is calibrated against exactly these):
 - transition: two consecutive behaviours of the same user, in file order (time order for
   files our sources write): r2r, r2s, s2r, s2s (first letter = the earlier behaviour).
 - a behaviour's category: that of its item (rec) or of its first clicked item (search);
-  none for a search without clicks or an item with no known category.
+  none for a search without clicks or an item with no known category. An item's category
+  is level 1 of its item catalogue record (`level1_categories`), the coarsest level, which
+  is what the UniSAR paper's KuaiSAR figures count.
 - same-category rate of a transition type: among its transitions where both behaviours have
   a category, the share where the two categories are equal ("the previously clicked item
   shares the current item's category").
@@ -30,7 +32,7 @@ import orjson
 from stream.contract.events import Rejection, validate
 from stream.contract.files import open_events
 from stream.data import show
-from stream.data.jsonl import progress
+from stream.data.jsonl import progress, read_catalogue
 
 TRANSITIONS = ("r2r", "r2s", "s2r", "s2s")
 CORE = 5  # the paper's k-core: items with at least 5 clicks
@@ -152,6 +154,19 @@ class StreamStats:
         return out
 
 
+def level1_categories(path: str | Path) -> dict[str, str]:
+    """item (as text) -> its level-1 category (as text), from an item catalogue file; items
+    whose level 1 is unknown are left out (a later record of an item replaces the earlier)."""
+    out: dict[str, str] = {}
+    for _line, obj, _record in read_catalogue(path):
+        item, levels = str(obj["item"]), obj.get("categories") or [None]
+        if levels[0] is None:
+            out.pop(item, None)
+        else:
+            out[item] = str(levels[0])
+    return out
+
+
 def compute(events: Iterable[dict], categories: dict[str, str] | None = None) -> dict:
     stats = StreamStats(categories)
     for event in events:
@@ -231,7 +246,7 @@ def format_report(result: dict, targets: dict | None = None) -> str:
                 f"same category {name}     " + vs(f"same_{name}", _pct(r["same_category"][name])) + f"   n={pairs:,}"
             )
     else:
-        lines.append("same category         n/a (no categories file)")
+        lines.append("same category         n/a (no item catalogue)")
     if r.get("invalid"):
         lines.append(f"invalid events        {r['invalid']:,} (not counted above)")
         lines.extend(f"  {example}" for example in r.get("invalid_examples", []))

@@ -18,12 +18,13 @@ from kafka import KafkaProducer
 
 from ops.settings import Settings
 from stream.contract.events import MAX_EVENT_BYTES, Rejection, validate
+from stream.contract.items import parse_item
 from stream.kafka import sync_kwargs
 
 
 class EventProducer:
-    def __init__(self, settings: Settings, **overrides) -> None:
-        self.topic = settings.events_topic
+    def __init__(self, settings: Settings, topic: str | None = None, **overrides) -> None:
+        self.topic = topic or settings.events_topic
         config = dict(
             acks="all", enable_idempotence=True, retries=5, linger_ms=10,
             batch_size=256 * 1024, max_request_size=4 << 20, request_timeout_ms=30_000,
@@ -110,10 +111,11 @@ class ProduceSummary:
     sent: int = 0
     invalid: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
+    what: str = "events"
 
     def render(self, show: int = 20) -> str:
         rate = self.sent / self.seconds if self.seconds else 0.0
-        lines = [f"sent {self.sent} events in {self.seconds:.1f} s ({rate:,.0f} events/s); "
+        lines = [f"sent {self.sent} {self.what} in {self.seconds:.1f} s ({rate:,.0f} {self.what}/s); "
                  f"{len(self.invalid)} invalid lines not sent"]
         lines += [f"  line {n}: {reason}" for n, reason in self.invalid[:show]]
         if len(self.invalid) > show:
@@ -136,6 +138,27 @@ def produce_lines(producer: EventProducer, source: Iterable[tuple[int, bytes]], 
                 continue
             pacer.wait(_ts(line.value) if pacer.speedup else None)
             producer.send_raw(line.key, line.value)
+            summary.sent += 1
+    finally:
+        producer.flush()
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
+def produce_items(producer: EventProducer, source: Iterable[tuple[int, bytes]], progress=None) -> ProduceSummary:
+    """Send every valid catalogue record of `source` (stream.contract.items; key = the item id
+    as text); report invalid ones with their line numbers, as produce_lines does events."""
+    summary = ProduceSummary(what="catalogue records")
+    started = time.monotonic()
+    try:
+        for number, value in source:
+            if progress is not None:
+                progress.update(1)
+            record = parse_item(value)
+            if isinstance(record, Rejection):
+                summary.invalid.append((number, record.reason))
+                continue
+            producer.send_raw(str(orjson.loads(value)["item"]).encode(), value)
             summary.sent += 1
     finally:
         producer.flush()

@@ -37,7 +37,7 @@ from ops.settings import Settings
 from state.store import HistoryStore
 from stream.contract import history as hist
 from stream.contract import samples
-from stream.contract.events import Event, Rejection, failed, parse_event
+from stream.contract.events import Event, Rejection, dead_letter_headers, failed, parse_event
 from stream.kafka import aio_kwargs, read_to_end
 
 log = logging.getLogger(__name__)
@@ -253,14 +253,7 @@ class StreamWorker(ConsumerRebalanceListener):
         return event, source, home
 
     async def _dead_letter(self, tp: TopicPartition, msg, why: Rejection) -> None:
-        def text(value: str) -> bytes:
-            return value.encode("utf-8", "backslashreplace")
-
-        headers = [
-            ("reason", text(why.reason)), ("stage", text(why.stage)),
-            ("expected", text(why.expected)), ("got", text(why.got)),
-            ("source", f"{tp.topic}/{tp.partition}/{msg.offset}".encode()),
-        ]
+        headers = dead_letter_headers(why, f"{tp.topic}/{tp.partition}/{msg.offset}")
         await self._sender.append(self.settings.dlq_topic, 0, msg.key, msg.value, headers)
         self.metrics.events.labels("invalid", "dead_letter").inc()
         self.metrics.dead_letters.labels(why.stage).inc()

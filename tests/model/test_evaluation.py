@@ -2,6 +2,8 @@
 honestly (issue 13 points 2 and 8)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -58,7 +60,8 @@ def test_cold_items_score_through_the_learned_unknown_vector_and_are_reported_ap
     for _ in range(3):
         learner.learn_many(samples[:300])  # the later samples hold items never trained on
     embed = learner.model.nets[0].embed
-    unknown = embed.items(torch.tensor([UNKNOWN, 0]))
+    rows = SimpleNamespace(item_rows=torch.tensor([UNKNOWN, 0]), item_categories=None, item_caption=None)
+    unknown = embed.items(rows, None)
     assert unknown[0].abs().sum() > 0 and unknown[1].abs().sum() == 0  # not the padding vector
     assert any(p is embed.unknown_item for p in learner.model.parameters())
 

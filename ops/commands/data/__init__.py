@@ -10,9 +10,10 @@
 
 Output is JSONL (`.jsonl`, or `.jsonl.gz`), or parquet when --out ends in `.parquet` and
 pyarrow is installed (pip install 'unisar-stream[parquet]'); `core`, `split` and `stats`
-read any of the three (stream.contract.files). Item categories go beside the events
-(`X.categories.csv`). Bad input ends with one line naming file, line, what was expected
-and what arrived, and exit code 2.
+read any of the three (stream.contract.files). Each source writes an item catalogue beside
+the events (`X.items.jsonl`: category ids by level, caption words; stream.contract.items);
+`core` filters it to the kept items and `stats` compares level-1 categories. Bad input ends
+with one line naming file, line, what was expected and what arrived, and exit code 2.
 """
 from __future__ import annotations
 

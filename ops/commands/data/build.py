@@ -24,10 +24,11 @@ def _kuaisar(sub: argparse._SubParsersAction) -> None:
         help="KuaiSAR directory (rec_inter.csv, src_inter.csv, item_features.csv) -> events",
         description="Convert the KuaiSAR release to event v1. Rec rows become rec events (click 0 rows are "
         "exposures); the rows of a search session become one search event clicking the items with "
-        "click_cnt > 0. Item categories (item_features.csv) are written beside the events.",
+        "click_cnt > 0. The item catalogue (item_features.csv: category levels, caption word ids) is written "
+        "beside the events as X.items.jsonl.",
         epilog=EPILOG,
     )
-    p.add_argument("directory", metavar="DIR", help="directory holding rec_inter.csv and src_inter.csv")
+    p.add_argument("directory", metavar="DIR", help="directory holding rec_inter.csv and src_inter.csv (and, optionally, item_features.csv)")
     add_out(p)
     p.add_argument("--paper", action="store_true",
                    help="the UniSAR paper's preprocessing: --both-behaviours --drop-last-days 2 --min-core 5 --split")
@@ -41,16 +42,14 @@ def _kuaisar(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rec-clicks-only", action="store_true", help="drop rec exposures without a click")
     p.add_argument("--search-item-types", metavar="T1,T2",
                    help="count only clicks on these item types, e.g. VIDEO,IMAGE_ATLAS (default: all)")
-    p.add_argument("--category-level", type=int, choices=(1, 2, 3, 4), default=1,
-                   help="which level of item_features.csv categories to use (1)")
     p.set_defaults(func=guarded(_run_kuaisar))
 
 
 def _run_kuaisar(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.data import categories_path, kuaisar, stem
-    from stream.data.jsonl import write_categories, write_events
+    from stream.data import catalogue_path, kuaisar, stem
+    from stream.data.jsonl import write_events, write_items
     from stream.data.split import TimeCuts, write_splits
 
     base = kuaisar.Options.paper() if args.paper else kuaisar.Options()
@@ -61,7 +60,6 @@ def _run_kuaisar(args: argparse.Namespace) -> int:
         tz_hours=args.tz_hours,
         rec_clicks_only=args.rec_clicks_only,
         search_item_types=frozenset(args.search_item_types.split(",")) if args.search_item_types else None,
-        category_level=args.category_level,
     )
     data = kuaisar.load(args.directory, options)
     say("read:      " + _sizes(data.sizes()))
@@ -74,11 +72,10 @@ def _run_kuaisar(args: argparse.Namespace) -> int:
     written("events", count, args.out)
     features = Path(args.directory) / kuaisar.ITEM_FILE
     if features.is_file():
-        target = categories_path(args.out)
-        n = write_categories(target, kuaisar.read_categories(features, kuaisar.items_of(data), options.category_level))
-        written("item categories", n, target)
+        target = catalogue_path(args.out)
+        written("item records", write_items(target, kuaisar.catalogue(features, kuaisar.items_of(data))), target)
     else:
-        say(f"no {kuaisar.ITEM_FILE} in {args.directory}: no categories file")
+        say(f"no {kuaisar.ITEM_FILE} in {args.directory}: no item catalogue")
     if (args.split or args.paper) and count:
         ts_max = int(max(data.rec_ts.max(initial=0), data.s_ts.max(initial=0)))
         cuts = TimeCuts.by_days(ts_max, options.tz_hours)
@@ -110,7 +107,9 @@ def _movielens(sub: argparse._SubParsersAction) -> None:
         help="MovieLens-100K (from the recbole==1.2.1 wheel) -> events with derived searches",
         description="Convert MovieLens-100K to event v1. A seeded share of clicks become searches whose query "
         "is the movie's genre words (and optionally title words) and which click that movie; the rest stay "
-        "rec clicks. The data set is read from the MIT-licensed recbole==1.2.1 wheel, downloaded once with pip.",
+        "rec clicks. The item catalogue (X.items.jsonl: genres as category levels, title words as caption) is "
+        "written beside the events. The data set is read from the MIT-licensed recbole==1.2.1 wheel, downloaded "
+        "once with pip.",
         epilog=EPILOG,
     )
     add_out(p)
@@ -128,8 +127,8 @@ def _movielens(sub: argparse._SubParsersAction) -> None:
 def _run_movielens(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.data import categories_path, movielens
-    from stream.data.jsonl import write_categories, write_events
+    from stream.data import catalogue_path, movielens
+    from stream.data.jsonl import write_events, write_items
 
     wheel = Path(args.wheel) if args.wheel else movielens.fetch_wheel(args.cache_dir)
     movielens.check_wheel(wheel)
@@ -145,8 +144,8 @@ def _run_movielens(args: argparse.Namespace) -> int:
     events = movielens.events(data, args.search_share, args.seed, args.title_words, args.min_rating)
     count = write_events(events, args.out, on_event=count_kind, total=sizes["interactions"])
     written(f"events ({kinds['search']:,} searches, {kinds['rec']:,} rec)", count, args.out)
-    target = categories_path(args.out)
-    written("item categories", write_categories(target, movielens.categories(data)), target)
+    target = catalogue_path(args.out)
+    written("item records", write_items(target, movielens.catalogue(data)), target)
     return 0
 
 
@@ -159,7 +158,8 @@ def _simulate(sub: argparse._SubParsersAction) -> None:
         help="a seeded synthetic search-and-browse stream calibrated to KuaiSAR",
         description="Generate a synthetic event stream: users with persistent, drifting interests over item "
         "categories; transition statistics calibrated to the UniSAR paper's KuaiSAR figures. Same seed, same "
-        "events. Writes item categories beside the events and prints the realised statistics.",
+        "events. Writes the item catalogue (X.items.jsonl: each item's category) beside the events and prints "
+        "the realised statistics.",
         epilog=EPILOG,
     )
     p.add_argument("--events", type=positive, required=True, metavar="N", help="number of events")
@@ -175,19 +175,19 @@ def _simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from stream.data import categories_path, simulator, stats
-    from stream.data.jsonl import write_categories, write_events
+    from stream.data import catalogue_path, simulator, stats
+    from stream.data.jsonl import write_events, write_items
 
     try:
         config = simulator.SimConfig(users=args.users, items=args.items, categories=args.categories, seed=args.seed)
     except ValueError as exc:
         fail(str(exc))
     world = simulator.World.build(config)
-    target = categories_path(args.out)
-    n_items = write_categories(target, world.categories())
+    target = catalogue_path(args.out)
+    n_items = write_items(target, world.catalogue())
     accumulator = None
     if not args.no_stats:
-        accumulator = stats.StreamStats({item: cat for item, cat in world.categories()})
+        accumulator = stats.StreamStats(dict(world.categories()))
     start = time.perf_counter()
     count = write_events(
         simulator.generate(config, args.events, world),
@@ -199,7 +199,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     written(f"events ({count / seconds:,.0f} events/s written)", count, args.out)
-    written("item categories", n_items, target)
+    written("item records", n_items, target)
     if accumulator is not None:
         targets = {k: (f"{v:.2f}" if k == "rec_clicks_per_search" else f"{100 * v:.0f}%")
                    for k, v in config.targets().items()}

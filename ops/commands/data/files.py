@@ -24,8 +24,8 @@ def _core(sub: argparse._SubParsersAction) -> None:
         help="k-core filter an events file (the UniSAR paper's preprocessing, for any event file)",
         description="Keep users with at least K behaviours (rec clicks + searches) and items with at least K "
         "clicks (rec clicks + search clicks), repeated until nothing changes; optionally only users with both "
-        "behaviours. A kept search loses only its dropped clicks. Writes the kept items' categories beside "
-        "the output when the input has a categories file.",
+        "behaviours. A kept search loses only its dropped clicks. When the input has an item catalogue "
+        "(X.items.jsonl beside it), the kept items' records are written beside the output.",
         epilog=EPILOG,
     )
     p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
@@ -36,22 +36,23 @@ def _core(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_core(args: argparse.Namespace) -> int:
-    from stream.data import categories_path
-    from stream.data.core import k_core
     from stream.contract.files import read_events
-    from stream.data.jsonl import read_categories, write_categories, write_events
+    from stream.data import catalogue_path
+    from stream.data.core import k_core, kept_records
+    from stream.data.jsonl import read_catalogue, write_events, write_items
 
     if args.min_core < 2 and not args.both_behaviours:
         fail(f"nothing to filter: expected --min-core >= 2 or --both-behaviours, got --min-core {args.min_core}")
+    source = catalogue_path(args.file)
+    # read (and check) the catalogue first: a bad record fails the command before anything is written
+    records = [obj for _line, obj, _record in read_catalogue(source)] if source.is_file() else None
     result = k_core((obj for _line, obj, _event in read_events(args.file)), args.min_core, args.both_behaviours)
     count = write_events(result.events, args.out, total=len(result.events))
     written(f"events ({result.dropped_events:,} dropped, {result.dropped_clicks:,} search clicks removed; "
             f"{result.users:,} users and {result.items:,} items kept after {result.rounds} rounds)", count, args.out)
-    source = categories_path(args.file)
-    if source.is_file():
-        target = categories_path(args.out)
-        pairs = ((item, cat) for item, cat in read_categories(source).items() if item in result.kept_items)
-        written("item categories", write_categories(target, pairs), target)
+    if records is not None:
+        target = catalogue_path(args.out)
+        written("item records", write_items(target, kept_records(records, result.kept_items)), target)
     return 0
 
 
@@ -65,7 +66,8 @@ def _split(sub: argparse._SubParsersAction) -> None:
         description="Split an events file into PREFIX.train/valid/test.jsonl (and PREFIX.split.json with the "
         "rule and cut points). days: the last day is test, the day before validation. fraction: cuts at "
         "event-time quantiles. time: explicit cut points. user: each user's last behaviours (leave-one-out). "
-        "The same input and arguments always give the same files.",
+        "The same input and arguments always give the same files. Every output is in time order: an input "
+        "that is not (a log sorted by user, say) is sorted by time in memory, ties in file order.",
         epilog=EPILOG,
     )
     p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
@@ -97,15 +99,9 @@ def _when(text: str) -> int:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from stream.data import stem
     from stream.contract.files import read_events
-    from stream.data.split import LastN, TimeCuts, write_splits
-
-    def events():
-        for _line, obj, _event in read_events(args.file):
-            yield obj
+    from stream.data.split import LastN, TimeCuts, TimeOrdered, write_splits
 
     if args.valid_from is not None and args.test_from is not None and args.valid_from > args.test_from:
         fail(f"--valid-from: expected a time no later than --test-from ({_shown(args.test_from)}), "
@@ -114,7 +110,8 @@ def _run_split(args: argparse.Namespace) -> int:
     problem = out_problem(f"{prefix}.train.jsonl")
     if problem:
         fail(f"--out: {problem}")
-    manifest: dict = {"by": args.by, "source": str(args.file)}
+    events = TimeOrdered(lambda: (obj for _line, obj, _event in read_events(args.file)))
+    manifest: dict = {"by": args.by, "source": str(args.file), "out_of_order": events.late}
     if args.by == "user":
         splitter = LastN(LastN.count(events()), args.valid_n, args.test_n)
         assign = splitter.assign
@@ -125,7 +122,7 @@ def _run_split(args: argparse.Namespace) -> int:
                 fail("--by time needs --valid-from and --test-from")
             cuts = TimeCuts(args.valid_from, args.test_from)
         else:
-            ts = np.fromiter((e["ts"] for e in events()), dtype=np.int64)
+            ts = events.ts
             if ts.size == 0:
                 fail(f"{args.file} holds no events")
             if args.by == "days":
@@ -144,6 +141,8 @@ def _run_split(args: argparse.Namespace) -> int:
         cut_text = f"   (valid from {_iso(manifest['valid_from'])}, test from {_iso(manifest['test_from'])})"
     say(f"split {args.by}: train {counts['train']:,}  valid {counts['valid']:,}  test {counts['test']:,}"
          f" -> {where}{cut_text}")
+    if events.late:
+        say(f"sorted by time: {events.late:,} events of {args.file} came after a later one")
     return 0
 
 
@@ -166,13 +165,15 @@ def _stats(sub: argparse._SubParsersAction) -> None:
         "stats",
         help="users, items, queries, events per type, transitions and same-category rates of an events file",
         description="Describe an events file (.jsonl, .jsonl.gz or .parquet): sizes, events per type, the four transitions between "
-        "consecutive behaviours of a user (behaviour = rec click or search) and, with categories, how often "
-        "consecutive behaviours share a category. Invalid lines are counted and shown (exit code 1).",
+        "consecutive behaviours of a user (behaviour = rec click or search) and, with an item catalogue, how "
+        "often consecutive behaviours share a level-1 category. Invalid lines are counted and shown (exit code 1).",
         epilog=EPILOG,
     )
     p.add_argument("file", metavar="FILE", help="events file: .jsonl, .jsonl.gz or .parquet")
-    p.add_argument("--categories", metavar="CSV",
-                   help="item,category file (default: FILE's X.categories.csv when it exists)")
+    p.add_argument("--items", metavar="CATALOGUE",
+                   help="item catalogue whose level-1 categories are compared (default: FILE's X.items.jsonl "
+                        "when it exists; --categories is an old name of this option)")
+    p.add_argument("--categories", dest="items", help=argparse.SUPPRESS)  # deprecated alias of --items
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=guarded(_run_stats))
 
@@ -180,20 +181,22 @@ def _stats(sub: argparse._SubParsersAction) -> None:
 def _run_stats(args: argparse.Namespace) -> int:
     import orjson
 
-    from stream.data import categories_path, stats
-    from stream.data.jsonl import read_categories
+    from stream.data import catalogue_path, stats
 
-    path = args.categories
-    if path is None and categories_path(args.file).is_file():
-        path = categories_path(args.file)
-    categories = read_categories(path) if path else None
+    path = args.items
+    if path is None and catalogue_path(args.file).is_file():
+        path = catalogue_path(args.file)
+    if path is not None and str(path).endswith(".csv"):
+        fail(f"--items: expected an item catalogue (X.items.jsonl), got {path}; item,category CSV files are "
+             "no longer read: rebuild it with the `unisar data` command that wrote the events")
+    categories = stats.level1_categories(path) if path else None
     result = stats.file_stats(args.file, categories)
     if path:
-        result["categories_file"] = str(path)
+        result["catalogue"] = str(path)
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         if path:
-            say(f"categories            {path}")
+            say(f"item catalogue        {path}")
         say(stats.format_report(result))
     return 1 if result["invalid"] else 0

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from stream.data.core import k_core
 from stream.contract.files import read_events
-from stream.data.jsonl import read_categories, write_categories, write_events
+from stream.data.core import k_core, kept_records
+from stream.data.jsonl import read_catalogue, write_events, write_items
 
 T = 1_700_006_400_000
 
@@ -45,16 +45,32 @@ def test_both_behaviours_without_counts_and_nothing_to_filter():
         k_core(EVENTS, 1)
 
 
-def test_core_cli_writes_events_and_the_kept_items_categories(tmp_path, run_cli):
+def test_core_cli_writes_events_and_the_kept_items_catalogue(tmp_path, run_cli):
     source = tmp_path / "e.jsonl"
     write_events(EVENTS, source)
-    write_categories(tmp_path / "e.categories.csv", [(i, "C" + i) for i in "abdex"])
+    records = [{"v": 1, "item": i, "categories": ["C" + i, None], "caption": f"{i} words"} for i in "abdex"]
+    write_items(tmp_path / "e.items.jsonl", records)
     out = tmp_path / "core.jsonl"
     code, stdout, _ = run_cli("data", "core", str(source), "--min-core", "2", "--out", str(out))
     assert code == 0
     assert "5 dropped, 1 search clicks removed; 1 users and 1 items kept after 3 rounds" in stdout
     assert [obj["event_id"] for _line, obj, _e in read_events(out)] == ["r1", "s3"]
-    assert read_categories(tmp_path / "core.categories.csv") == {"a": "Ca"}
+    assert [obj for _line, obj, _record in read_catalogue(tmp_path / "core.items.jsonl")] == [records[0]]
+    assert "wrote 1 item records" in stdout
+
+
+def test_core_cli_refuses_a_bad_catalogue(tmp_path, run_cli):
+    source = tmp_path / "e.jsonl"
+    write_events(EVENTS, source)
+    (tmp_path / "e.items.jsonl").write_text('{"v": 1, "item": "a"}\n{"v": 1, "item": "b", "categories": "C"}\n')
+    code, _, stderr = run_cli("data", "core", str(source), "--min-core", "2", "--out", str(tmp_path / "o.jsonl"))
+    assert code == 2 and f"{tmp_path / 'e.items.jsonl'}:2: expected a catalogue v1 record (categories to be" in stderr
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.items.jsonl").exists()
+
+
+def test_kept_records_follow_the_kept_items():
+    records = [{"v": 1, "item": 7}, {"v": 1, "item": "a"}, {"v": 1, "item": "b"}]
+    assert list(kept_records(records, frozenset({"7", "b"}))) == [records[0], records[2]]  # 7 and "7": one item
 
 
 def test_core_cli_errors_say_what_was_expected(tmp_path, run_cli):

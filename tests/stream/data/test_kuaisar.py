@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import orjson
 import pytest
 from data_helpers import DAY0, DAY_MS, REC_HEADER, SRC_HEADER, rec_row, src_row, write_csv, write_kuaisar
 
-from stream.contract.events import Event, validate
+from stream.contract.events import Event, Rejection, validate
+from stream.contract.files import read_items
+from stream.contract.ids import item_id, word_id
+from stream.contract.items import category_token
 from stream.data import DataError, kuaisar
 
 H = 3_600_000
@@ -53,29 +54,67 @@ def test_load_groups_sessions_and_orders_by_time(small):
                             "search_clicks": 2}
 
 
-def test_cli_writes_events_and_categories(small, tmp_path, run_cli):
+def test_cli_writes_events_and_the_item_catalogue(small, tmp_path, run_cli):
     out = tmp_path / "out" / "k.jsonl"
     out.parent.mkdir()  # --out goes into an existing folder (a missing one is refused, not created)
     code, stdout, stderr = run_cli("data", "kuaisar", str(small), "--out", str(out))
     assert code == 0, stderr
     lines = out.read_bytes().splitlines()
     assert len(lines) == 7 and all(isinstance(validate(orjson.loads(x)), Event) for x in lines)
-    with open(tmp_path / "out" / "k.categories.csv") as fh:
-        rows = list(csv.reader(fh))
-    assert rows[0] == ["item", "category"]
-    assert dict(rows[1:]) == {"10": "1", "11": "2", "12": "1", "100": "3", "102": "3"}  # only items in events
-    assert "wrote 7 events" in stdout
+    records = [orjson.loads(x) for x in (tmp_path / "out" / "k.items.jsonl").read_bytes().splitlines()]
+    assert records == [  # only items in events (not 999), in file order; "[]" is no caption
+        {"v": 1, "item": 10, "categories": [1, 11], "caption": [1, 2]},
+        {"v": 1, "item": 11, "categories": [2, 21], "caption": [3]},
+        {"v": 1, "item": 12, "categories": [1, 12]},
+        {"v": 1, "item": 100, "categories": [3, 31], "caption": [4]},
+        {"v": 1, "item": 102, "categories": [3, 32], "caption": [4, 5]},
+    ]
+    read = {record.item: record for _line, record in read_items(tmp_path / "out" / "k.items.jsonl")}
+    assert not any(isinstance(r, Rejection) for r in read.values())
+    assert read[item_id(10)].words == (word_id(1), word_id(2))  # caption words are query words
+    assert read[item_id(10)].categories == (category_token(1, 1), category_token(2, 11))
+    assert "wrote 7 events" in stdout and "wrote 5 item records" in stdout
 
 
-def test_category_level_and_rec_clicks_only(small, tmp_path, run_cli):
+def test_catalogue_levels_unknowns_and_long_captions(tmp_path):
+    header = ["item_id", "caption", "first_level_category_id", "second_level_category_id",
+              "third_level_category_id", "fourth_level_category_id", "first_level_category_name"]
+    rows = [[1, "[7, 8]", 9, 136, 0, 0, "Funny"],  # 0: the release's "empty" category
+            [2, "", 5.0, -1, "", 44, "x"],          # "5.0": pandas' float column; an unknown level in between
+            [3, str(list(range(1, 41))), -1, -1, -1, -1, "x"],
+            [4, "[]", "", "", "", "", "x"],
+            [1, "[99]", 1, 1, 1, 1, "x"]]           # a second row of item 1: the first wins
+    path = write_csv(tmp_path / "item_features.csv", header, rows)
+    records = list(kuaisar.catalogue(path, np.array([1, 2, 3, 4, 5])))
+    assert records == [
+        {"v": 1, "item": 1, "categories": [9, 136], "caption": [7, 8]},
+        {"v": 1, "item": 2, "categories": [5, None, None, 44]},
+        {"v": 1, "item": 3, "caption": list(range(1, 33))},  # cut to 32 words, as queries are
+        {"v": 1, "item": 4},  # listed, with nothing known
+    ]
+    write_csv(path, ["item_id", "second_level_category_id"], [[1, 7]])  # no caption, no first level
+    assert list(kuaisar.catalogue(path, np.array([1]))) == [{"v": 1, "item": 1, "categories": [None, 7]}]
+    write_csv(path, ["item_id", "first_level_category_id"], [[1, "funny"]])
+    with pytest.raises(DataError, match="item_features.csv:2: expected column first_level_category_id to be an "
+                                        "integer, got 'funny'"):
+        list(kuaisar.catalogue(path, np.array([1])))
+
+
+def test_rec_clicks_only(small, tmp_path, run_cli):
     out = tmp_path / "k.jsonl"
-    code, _, stderr = run_cli("data", "kuaisar", str(small), "--out", str(out), "--category-level", "2",
-                              "--rec-clicks-only")
+    code, _, stderr = run_cli("data", "kuaisar", str(small), "--out", str(out), "--rec-clicks-only")
     assert code == 0, stderr
     events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert all(e["click"] == 1 for e in events if e["type"] == "rec")
     assert len(events) == 6
-    assert "10,11" in (tmp_path / "k.categories.csv").read_text()
+    assert [r["item"] for r in map(orjson.loads, (tmp_path / "k.items.jsonl").read_bytes().splitlines())] \
+        == [10, 12, 100, 102]  # item 11 was only ever exposed
+
+
+def test_no_item_features_no_catalogue(tmp_path, run_cli):
+    directory = write_kuaisar(tmp_path / "d", [rec_row(1, 10, DAY0)], [src_row(1, 1, DAY0 + 1, "[1]", 10, 1)])
+    code, stdout, _ = run_cli("data", "kuaisar", str(directory), "--out", str(tmp_path / "k.jsonl"))
+    assert code == 0 and "no item_features.csv" in stdout and not (tmp_path / "k.items.jsonl").exists()
 
 
 def test_both_behaviours_drops_users_without_searches(small):

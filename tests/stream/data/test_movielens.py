@@ -6,8 +6,12 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.contract.events import Event, validate
+from stream.contract.events import Event, Rejection, validate
+from stream.contract.files import read_items
+from stream.contract.ids import item_id, word_id
+from stream.contract.items import category_token
 from stream.data import SourceUnavailable, movielens
+from stream.data.jsonl import write_items
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,38 @@ def test_small_wheel_layout_and_derivation_rule(tmp_path):
     assert with_title["query"] == "animation children's comedy toy story"
     low = list(movielens.events(data, search_share=1.0, min_rating=4))
     assert all(e["click"] == 0 for e in low if e["type"] == "rec")
-    assert dict(movielens.categories(data)) == {1: "animation", 2: "action"}
+
+    assert list(movielens.catalogue(data)) == [
+        {"v": 1, "item": 1, "categories": ["animation", "children's", "comedy"], "caption": "toy story"},
+        {"v": 1, "item": 2, "categories": ["action", "adventure", "thriller"], "caption": "goldeneye"},
+    ]
+
+
+def test_catalogue_genres_by_level_and_title_words_without_year(tmp_path):
+    item = ("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+            "3\tLand Before Time III: The Time of the Great Giving (1995)\tV\tAnimation Children's\n"
+            "4\tSeven (Se7en)\t1995\tCrime Thriller\n"
+            "5\tMany Genres\t1990\tA B C D E F\n"
+            "6\tNo Genre\t1990\t\n")
+    inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t3\t5\t881250949\n"
+    data = movielens.read_ml100k(_fake_wheel(tmp_path / "w.whl", inter, item))
+    records = {r["item"]: r for r in movielens.catalogue(data)}
+    assert records[3]["caption"] == "land before time iii the time of the great giving"  # the year goes
+    assert records[3]["categories"] == ["animation", "children's"]
+    assert records[4]["caption"] == "seven se7en"  # only a trailing (year) is a year
+    assert records[5]["categories"] == ["a", "b", "c", "d"]  # MAX_LEVELS levels; the rest is cut
+    assert records[6] == {"v": 1, "item": 6, "caption": "no genre"}
+    path = tmp_path / "ml.items.jsonl"
+    assert write_items(path, records.values()) == 4
+    read = dict(record_of(path))
+    assert read[item_id(5)].categories == tuple(category_token(level, g) for level, g in enumerate("abcd", 1))
+    assert read[item_id(3)].words[-1] == word_id("giving") and read[item_id(6)].categories == ()
+
+
+def record_of(path):
+    for _line, record in read_items(path):
+        assert not isinstance(record, Rejection), record
+        yield record.item, record
 
 
 def test_small_wheel_malformed_line(tmp_path):
@@ -82,7 +117,13 @@ def test_ml100k_sizes_and_conversion(wheel, tmp_path, run_cli):
     assert len({e["user"] for e in events}) == 943
     searches = sum(e["type"] == "search" for e in events)
     assert 0.28 < searches / 100_000 < 0.32
-    assert (tmp_path / "ml.categories.csv").read_text().count("\n") == 1 + 1682
+    catalogue = dict(record_of(tmp_path / "ml.items.jsonl"))
+    assert len(catalogue) == 1682 and "wrote 1,682 item records" in stdout
+    toy_story = catalogue[item_id(1)]  # Toy Story, Animation Children's Comedy
+    assert toy_story.words == (word_id("toy"), word_id("story"))
+    assert toy_story.categories == (category_token(1, "animation"), category_token(2, "children's"),
+                                    category_token(3, "comedy"))
+    assert sum(len(r.categories) == 4 for r in catalogue.values()) > 50  # 4+ genres: 65 movies
     code, stdout, _ = run_cli("data", "stats", str(out))
     assert code == 0 and "users 943   items 1,682" in stdout
 

@@ -6,7 +6,10 @@ import time
 import orjson
 import pytest
 
-from stream.contract.events import Event, validate
+from stream.contract.events import Event, Rejection, validate
+from stream.contract.files import read_items
+from stream.contract.ids import item_id
+from stream.contract.items import category_token
 from stream.data import simulator, stats
 
 N = 200_000
@@ -104,10 +107,24 @@ def test_cli_simulate(tmp_path, run_cli):
     assert code == 0, stderr
     lines = out.read_bytes().splitlines()
     assert len(lines) == 20_000 and all(isinstance(validate(orjson.loads(x)), Event) for x in lines)
-    assert (tmp_path / "sim.categories.csv").read_text().startswith("item,category\n")
+    catalogue = [record for _line, record in read_items(tmp_path / "sim.items.jsonl")]
+    assert len(catalogue) == 20_000 and not any(isinstance(r, Rejection) for r in catalogue)  # --items default
+    assert "wrote 20,000 item records" in stdout
+    world = simulator.World.build(simulator.SimConfig(users=100, seed=3))
+    assert {r.item: r.categories for r in catalogue} == {item_id(i): (category_token(1, c),)
+                                                         for i, c in world.categories()}
     for label in ("same category r2r", "same category s2r", "same category s2s", "same category r2s",
                   "rec clicks / search", "searches with click", "(target 8%)", "events/s"):
         assert label in stdout
     again = tmp_path / "again.jsonl"
     run_cli("data", "simulate", "--events", "20000", "--users", "100", "--seed", "3", "--out", str(again))
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_catalogue_holds_each_items_category_as_level_1():
+    world = simulator.World.build(simulator.SimConfig(users=2, items=300, categories=12, seed=9))
+    records = list(world.catalogue())
+    assert [r["item"] for r in records] == world.item_names
+    assert all(r == {"v": 1, "item": item, "categories": [category]}
+               for r, (item, category) in zip(records, world.categories()))
+    assert {r["categories"][0] for r in records} == {f"c{c}" for c in range(12)}  # every category has an item

@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from stream.data import split, stats
-from stream.data.jsonl import write_categories, write_events
+from stream.data.jsonl import write_events, write_items
 
 DAY = 86_400_000
 T = 1_700_006_400_000  # 2023-11-15 00:00 UTC
@@ -53,7 +53,8 @@ def test_stats_transitions_and_same_category():
 def test_stats_cli_counts_invalid_lines(tmp_path, run_cli):
     path = tmp_path / "e.jsonl"
     write_events([rec("u1", "a1", T), rec("u1", "b1", T + 1)], path)
-    write_categories(tmp_path / "e.categories.csv", [("a1", "A"), ("b1", "A")])
+    write_items(tmp_path / "e.items.jsonl", [{"v": 1, "item": "a1", "categories": ["A", "x"]},
+                                             {"v": 1, "item": "b1", "categories": ["A", "y"]}])
     with open(path, "ab") as fh:
         fh.write(b'{"v":1,"event_id":"x","user":"u1","ts":5,"type":"rec","item":"i","click":1}\nnot json\n')
     code, stdout, _ = run_cli("data", "stats", str(path))
@@ -61,9 +62,26 @@ def test_stats_cli_counts_invalid_lines(tmp_path, run_cli):
     assert "invalid events        2" in stdout
     assert "line 3: validate: expected ts" in stdout and "line 4: decode" in stdout
     assert "same category r2r     100.0%" in stdout
-    code, stdout, _ = run_cli("data", "stats", str(path), "--json", "--categories", str(tmp_path / "e.categories.csv"))
-    result = orjson.loads(stdout)
-    assert result["transitions"]["r2r"] == 1 and result["invalid"] == 2
+    assert f"item catalogue        {tmp_path / 'e.items.jsonl'}" in stdout
+    for flag in ("--items", "--categories"):  # --categories: the old name
+        code, stdout, _ = run_cli("data", "stats", str(path), "--json", flag, str(tmp_path / "e.items.jsonl"))
+        result = orjson.loads(stdout)
+        assert result["transitions"]["r2r"] == 1 and result["invalid"] == 2
+        assert result["same_category"]["r2r"] == 1.0 and result["catalogue"] == str(tmp_path / "e.items.jsonl")
+
+
+def test_stats_compares_level_1_of_the_catalogue(tmp_path, run_cli):
+    catalogue = tmp_path / "c.items.jsonl"
+    write_items(catalogue, [{"v": 1, "item": 7, "categories": ["A", "x"]}, {"v": 1, "item": "b", "categories": ["A"]},
+                            {"v": 1, "item": "c", "categories": [None, "x"]}, {"v": 1, "item": "d", "caption": "t"},
+                            {"v": 1, "item": "e", "categories": ["B"]}, {"v": 1, "item": "e"}])  # e: later wins
+    assert stats.level1_categories(catalogue) == {"7": "A", "b": "A"}
+    path = tmp_path / "e.jsonl"
+    write_events([rec("u1", "b", T), rec("u1", "7", T + 1), rec("u1", "c", T + 2)], path)
+    code, stdout, _ = run_cli("data", "stats", str(path), "--json", "--items", str(catalogue))
+    assert code == 0 and orjson.loads(stdout)["same_category_pairs"]["r2r"] == 1
+    code, _, stderr = run_cli("data", "stats", str(path), "--items", str(tmp_path / "e.categories.csv"))
+    assert code == 2 and "expected an item catalogue (X.items.jsonl)" in stderr
 
 
 def _events(n_users=5, days=4):
@@ -126,6 +144,38 @@ def test_split_per_user_last_n(tmp_path, run_cli):
         assert max(e["ts"] for e in train if e["user"] == user) < behaviours[-3]["ts"]
     assert [e["user"] for e in train if e["user"] == "solo"] == ["solo"]  # too few behaviours: training
     assert len(train) + len(valid) + len(test) == len(events)
+
+
+def test_split_writes_every_output_in_time_order_from_a_log_sorted_by_user(tmp_path, run_cli):
+    """A log written sorted by user, each user's events newest first: the outputs are in time
+    order, the test slice is the latest in time, and the per-user rule counts in time."""
+    events = _events()
+    by_user = sorted(events, key=lambda e: (e["user"], -e["ts"]))
+    path = tmp_path / "by-user.jsonl"
+    write_events(by_user, path)
+    code, stdout, stderr = run_cli("data", "split", str(path), "--by", "fraction", "--valid", "0.25", "--test",
+                                   "0.25", "--out", str(tmp_path / "f"))
+    assert code == 0, stderr
+    train, valid, test = (_read(tmp_path / f"f.{n}.jsonl") for n in split.SPLITS)
+    for part in (train, valid, test):
+        assert [e["ts"] for e in part] == sorted(e["ts"] for e in part) and part
+    ordered = sorted(events, key=lambda e: e["ts"])
+    assert test == ordered[-20:] and valid == ordered[-40:-20] and train == ordered[:-40]
+    late = sum(1 for i, e in enumerate(by_user) if any(p["ts"] > e["ts"] for p in by_user[:i]))
+    assert f"sorted by time: {late:,} events" in stdout
+    assert orjson.loads((tmp_path / "f.split.json").read_bytes())["out_of_order"] == late
+    # the same events in time order give the same files
+    write_events(ordered, tmp_path / "ordered.jsonl")
+    assert run_cli("data", "split", str(tmp_path / "ordered.jsonl"), "--by", "fraction", "--valid", "0.25",
+                   "--test", "0.25", "--out", str(tmp_path / "g"))[0] == 0
+    for n in split.SPLITS:
+        assert (tmp_path / f"g.{n}.jsonl").read_bytes() == (tmp_path / f"f.{n}.jsonl").read_bytes()
+    # per user: each user's last behaviours in time, not the last lines of the file
+    assert run_cli("data", "split", str(path), "--by", "user", "--out", str(tmp_path / "u"))[0] == 0
+    test = _read(tmp_path / "u.test.jsonl")
+    for user in {e["user"] for e in events}:
+        behaviours = [e for e in ordered if e["user"] == user and (e["type"] == "search" or e["click"])]
+        assert [e for e in test if e["user"] == user and (e["type"] == "search" or e["click"])] == behaviours[-1:]
 
 
 def test_time_cuts():
