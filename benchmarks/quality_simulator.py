@@ -1,7 +1,9 @@
 """Model quality on simulator data: UniSAR against a popularity baseline and against its
-'without mask' ablation, each trained by `unisar fit` and scored by `unisar eval` on the
-latest 10% of every user's samples (sampled ranking: the true item among 99 items the user
-never touched; ties count against the model).
+'without mask' and 'without features' (ids only, no item catalogue) ablations, each trained
+by `unisar fit` (its defaults: validation split, reduce-on-plateau, early stopping, best
+checkpoint) and scored by `unisar eval` on the latest 10% of all samples in event time
+(sampled ranking: the true item among 99 items the user never touched; ties count against
+the model).
 
 Every seed is a fresh simulated world (items, users, events) and a fresh training seed, so
 `--seeds 3` replicates the comparison three times and reports each model's mean and
@@ -12,7 +14,7 @@ scores the mean, and prints how far one training run's luck moves each figure.
 Beside them, a reference that is handed the item categories (category_reference.py) shows
 the headroom: how far above popularity a model could get on this data.
 
-Both UniSAR variants get the same settings: model fields (`--unisar-set`) and learner flags
+Every UniSAR variant gets the same settings: model fields (`--unisar-set`) and learner flags
 (`--unisar-fit`). The defaults were chosen on seed 10, a world no reported table uses:
   - init_std=0.1: id embeddings start at N(0, 0.1^2), so rows the data rarely touches stay
     close to one another instead of scattering candidate scores at random (the model's
@@ -44,7 +46,7 @@ from ops.cli import main as unisar
 
 
 TASKS = ("rec", "search")
-RIVALS = ("popularity", "unisar without mask")
+RIVALS = ("popularity", "unisar without mask", "unisar without features")
 DETERMINISTIC = {"popularity"}  # trained once per world whatever --train-seeds says
 REFERENCE = "category reference"  # headroom, not a rival: see category_reference.py
 DEFAULT_SET = ["init_std=0.1", "alpha=0.1"]  # chosen on seed 10: see the module's notes
@@ -57,6 +59,7 @@ def models(unisar_set: list[str], unisar_fit: list[str]) -> dict[str, list[str]]
         "popularity": ["--model", "popularity"],
         "unisar": tuned,
         "unisar without mask": [*tuned, "--set", "use_mask=false"],
+        "unisar without features": [*tuned, "--set", "use_item_features=false"],  # ids only: the ablation
     }
 
 
@@ -115,6 +118,9 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> tupl
                     raise SystemExit(f"seed {seed}, {run}: fit or eval failed ({proc.returncode}):\n{log}")
                 print(f"seed {seed}, {run}: fit + eval done at {time.time() - started:.0f} s", flush=True)
     scores = {run: json.loads((root / f"{run}.json").read_text())["tasks"] for run in runs}
+    first = scores[next(iter(runs))]
+    print(f"seed {seed}: cold targets (never seen in training) " + ", ".join(
+        f"{task} {first[task]['cold_share']:.1%}" for task in TASKS), flush=True)
     means, spreads = {}, {}
     for name in zoo:
         mine = [scores[run] for run, (model, _t) in runs.items() if model == name]

@@ -112,6 +112,8 @@ class TrainerMetrics(_Served):
                                  "by outcome (applied, dead_letter)", ["outcome"], registry=registry)
         self.catalogue_items = Gauge("unisar_catalogue_items", "Items the trainer's local catalogue holds",
                                      registry=registry)
+        for outcome in ("applied", "dead_letter"):  # at 0 from the start: no record yet is a value
+            self.catalogue.labels(outcome)
         self.lag = Gauge("unisar_trainer_consumer_lag", "Samples not yet read, per samples partition",
                          ["partition"], registry=registry)
         self.nonfinite = Counter("unisar_train_nonfinite_loss_total", "Steps whose loss was NaN or infinite "

@@ -206,6 +206,12 @@ def parse_event(raw: bytes | None, key: bytes | None | object = NO_KEY) -> Event
     user: partitioning is by key, so a missing key or one that disagrees with the body
     would put the user's history on two partitions. Never raises, whatever the input.
     """
+    return parse_keyed(raw, key, validate, "user", "event")
+
+
+def parse_keyed(raw: bytes | None, key: bytes | None | object, check, field: str, what: str):
+    """Decode a message value, `check` the decoded JSON, and check that its Kafka `key`
+    (unless NO_KEY) is the value's `field` as text. Never raises."""
     if raw is None:
         return Rejection("decode", "a message value", "null (a tombstone)")
     if not raw:
@@ -216,14 +222,14 @@ def parse_event(raw: bytes | None, key: bytes | None | object = NO_KEY) -> Event
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("decode", "UTF-8 JSON", f"{_show(bytes(raw[:40]))} ({exc.msg})")
-    event = validate(obj)
-    if key is NO_KEY or isinstance(event, Rejection):
-        return event
+    checked = check(obj)
+    if key is NO_KEY or isinstance(checked, Rejection):
+        return checked
     if key is None:
-        return Rejection("route", "a message key naming the event's user", "no key")
-    if key != str(obj["user"]).encode():
-        return Rejection("route", "the message key to be the event's user", _show(key))
-    return event
+        return Rejection("route", f"a message key naming the {what}'s {field}", "no key")
+    if key != str(obj[field]).encode():
+        return Rejection("route", f"the message key to be the {what}'s {field}", _show(key))
+    return checked
 
 
 def dead_letter_headers(why: Rejection, source: str) -> list[tuple[str, bytes]]:

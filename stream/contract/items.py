@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from stream.contract.events import (
-    MAX_DEPTH, MAX_EVENT_BYTES, NO_KEY, Rejection, _bad, _query_words, _raw_id, _show, _too_deep,
+    MAX_DEPTH, NO_KEY, Rejection, _bad, _query_words, _raw_id, _too_deep, parse_keyed,
 )
 from stream.contract.ids import item_id, stable_id
 
@@ -93,21 +91,4 @@ def validate_item(obj: object) -> ItemRecord | Rejection:
 def parse_item(raw: bytes | None, key: bytes | None | object = NO_KEY) -> ItemRecord | Rejection:
     """Decode and validate one catalogue message value; a Kafka message's `key` must name the
     record's item (compaction keeps the latest record per key). Never raises."""
-    if raw is None:
-        return Rejection("decode", "a catalogue record", "null (a tombstone)")
-    if not raw:
-        return Rejection("decode", "a catalogue record", "an empty value")
-    if len(raw) > MAX_EVENT_BYTES:
-        return Rejection("decode", f"a record of at most {MAX_EVENT_BYTES} bytes", f"{len(raw)} bytes")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("decode", "UTF-8 JSON", f"{_show(bytes(raw[:40]))} ({exc.msg})")
-    record = validate_item(obj)
-    if key is NO_KEY or isinstance(record, Rejection):
-        return record
-    if key is None:
-        return Rejection("route", "a message key naming the record's item", "no key")
-    if key != str(obj["item"]).encode():
-        return Rejection("route", "the message key to be the record's item", _show(key))
-    return record
+    return parse_keyed(raw, key, validate_item, "item", "record")
