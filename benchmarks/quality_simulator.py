@@ -1,5 +1,7 @@
-"""Model quality on simulator data: UniSAR against a popularity baseline and against its
-'without mask' and 'without features' (ids only, no item catalogue) ablations, each trained
+"""Model quality, the zoo side by side: UniSAR against popularity, SASRec, USER and
+UnifiedSSR and against its 'without mask' and 'without features' (ids only, no item
+catalogue) ablations, on simulated worlds or on MovieLens-100K (`--source movielens`: one
+fixed data set with derived searches, so its seeds replicate the training only), each trained
 by `unisar fit` (its defaults: validation split, reduce-on-plateau, early stopping, best
 checkpoint) and scored by `unisar eval` on the latest 10% of all samples in event time
 (sampled ranking: the true item among 99 items the user never touched; ties count against
@@ -14,18 +16,14 @@ scores the mean, and prints how far one training run's luck moves each figure.
 Beside them, a reference that is handed the item categories (category_reference.py) shows
 the headroom: how far above popularity a model could get on this data.
 
-Every UniSAR variant gets the same settings: model fields (`--unisar-set`) and learner flags
-(`--unisar-fit`). The defaults were chosen on seed 10, a world no reported table uses:
-  - init_std=0.1: id embeddings start at N(0, 0.1^2), so rows the data rarely touches stay
-    close to one another instead of scattering candidate scores at random (the model's
-    default is N(0, 1));
-  - alpha=0.1: L_Rel, the query-item relevance loss, weighs 0.1 instead of 1e-3. At 1e-3 the
-    trained model ignored the query (shuffling the queries changed nothing; see
-    query_probe.py); at 0.1 it uses it;
-  - --negatives 16: sixteen sampled negatives per training sample instead of four.
+Every model trains with `unisar fit`'s and the model's own defaults, as a new user would
+(those defaults were chosen on validation worlds no reported table uses: README, "Training
+defaults"); `--unisar-set FIELD=VALUE` and `--unisar-fit ARGS` add settings to every UniSAR
+variant for experiments, and `--epochs`/`--batch-size` override fit's.
 The models train as parallel processes, `--jobs` at a time, with the cores split between them.
 
     python benchmarks/quality_simulator.py [--events 100000 --users 1000 --items 20000 --seeds 3 --min-core 5]
+    python benchmarks/quality_simulator.py --source movielens --seeds 3 [--models popularity,unisar]
 Last line: a JSON list, one object per model, task and metric (means over seeds).
 """
 from __future__ import annotations
@@ -46,21 +44,42 @@ from ops.cli import main as unisar
 
 
 TASKS = ("rec", "search")
-RIVALS = ("popularity", "unisar without mask", "unisar without features")
 DETERMINISTIC = {"popularity"}  # trained once per world whatever --train-seeds says
 REFERENCE = "category reference"  # headroom, not a rival: see category_reference.py
-DEFAULT_SET = ["init_std=0.1", "alpha=0.1"]  # chosen on seed 10: see the module's notes
-DEFAULT_FIT = "--negatives 16"
+DEFAULT_SET: list[str] = []  # the model's own defaults (chosen on validation worlds: README)
+DEFAULT_FIT = ""
+ALL_MODELS = ("popularity", "sasrec", "user", "unifiedssr", "unisar", "unisar without mask", "unisar without features")
 
 
 def models(unisar_set: list[str], unisar_fit: list[str]) -> dict[str, list[str]]:
+    """Every model this benchmark knows -> its `unisar fit` flags (each at its own defaults)."""
     tuned = [a for kv in unisar_set for a in ("--set", kv)] + unisar_fit
     return {
         "popularity": ["--model", "popularity"],
+        "sasrec": ["--model", "sasrec"],
+        "user": ["--model", "user"],
+        "unifiedssr": ["--model", "unifiedssr"],
         "unisar": tuned,
         "unisar without mask": [*tuned, "--set", "use_mask=false"],
         "unisar without features": [*tuned, "--set", "use_item_features=false"],  # ids only: the ablation
     }
+
+
+def make_data(source: str, seed: int, root: Path, args) -> Path:
+    """The events file of one world: a fresh simulated world per seed, or MovieLens-100K
+    (the same data for every seed), k-cored when asked."""
+    events = root / f"{source}.jsonl"
+    if source == "movielens":
+        assert unisar(["data", "movielens", "--out", str(events)]) == 0
+    else:
+        assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
+                       "--items", str(args.items), "--seed", str(seed), "--out", str(events)]) == 0
+    if args.min_core:  # the paper's k-core preprocessing, as for KuaiSAR
+        core = root / f"{source}.core.jsonl"
+        assert unisar(["data", "core", str(events), "--min-core", str(args.min_core), "--out", str(core)]) == 0
+        events = core
+    assert unisar(["data", "stats", str(events)]) == 0
+    return events
 
 
 def stem(name: str) -> str:
@@ -71,8 +90,9 @@ def fit_and_eval(run: str, extra: list[str], events: Path, root: Path, args, see
                  threads: int) -> subprocess.Popen:
     ckpt, report, log = (root / f"{run}{suffix}" for suffix in (".pt", ".json", ".log"))
     cli = [sys.executable, "-m", "ops.cli"]
-    fit = [*cli, "fit", "--events", str(events), "--out", str(ckpt), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--seed", str(seed), *extra]
+    schedule = [a for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)) if v
+                for a in (flag, str(v))]
+    fit = [*cli, "fit", "--events", str(events), "--out", str(ckpt), *schedule, "--seed", str(seed), *extra]
     evaluate = [*cli, "eval", "--checkpoint", str(ckpt), "--events", str(events), "--json", str(report)]
     script = " && ".join(" ".join(f"'{a}'" for a in cmd) for cmd in (fit, evaluate))
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
@@ -90,15 +110,8 @@ def run_seed(seed: int, zoo: dict[str, list[str]], args, started: float) -> tupl
     """Simulate one world and train and score every model on it. Returns the metrics per model
     (mean over training seeds) and their standard deviation over training seeds (when several):
     {model: {task: {metric: value}}} each."""
-    root = Path(tempfile.mkdtemp(prefix=f"unisar-quality-s{seed}-"))
-    events = root / "sim.jsonl"
-    assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
-                   "--items", str(args.items), "--seed", str(seed), "--out", str(events)]) == 0
-    if args.min_core:  # the paper's k-core preprocessing, as for KuaiSAR
-        core = root / "sim.core.jsonl"
-        assert unisar(["data", "core", str(events), "--min-core", str(args.min_core), "--out", str(core)]) == 0
-        assert unisar(["data", "stats", str(core)]) == 0
-        events = core
+    root = Path(tempfile.mkdtemp(prefix=f"unisar-quality-{args.source}-s{seed}-"))
+    events = make_data(args.source, seed, root, args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     runs = {f"{stem(name)}-t{t}": (name, t) for name in zoo for t in training_seeds(name, seed, args.train_seeds)}
     print(f"seed {seed}: {len(runs)} trainings, {args.jobs} at a time ({threads} thread(s) each); "
@@ -148,14 +161,19 @@ def print_table(title: str, results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", choices=("simulator", "movielens"), default="simulator",
+                        help="a fresh simulated world per seed, or MovieLens-100K with derived searches (default "
+                        "simulator)")
+    parser.add_argument("--models", default=",".join(ALL_MODELS), metavar="A,B",
+                        help=f"models to train, comma-separated, unisar always among them (default {','.join(ALL_MODELS)})")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--items", type=int, default=20_000, help="simulated catalogue size (default 20,000)")
     parser.add_argument("--min-core", type=int, default=0, metavar="K",
                         help="k-core filter each simulated file before training, as the paper does KuaiSAR "
                         "(e.g. 5; default 0: off)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=256, help="rec samples per step (default 256)")
+    parser.add_argument("--epochs", type=int, help="fit's --epochs (default: fit's, with early stopping)")
+    parser.add_argument("--batch-size", type=int, help="fit's --batch-size: rec samples per step (default: fit's)")
     parser.add_argument("--unisar-set", action="append", metavar="FIELD=VALUE",
                         help=f"model setting for both UniSAR variants (repeatable; default {' '.join(DEFAULT_SET)})")
     parser.add_argument("--unisar-fit", default=DEFAULT_FIT, metavar="ARGS",
@@ -173,15 +191,22 @@ def main() -> None:
     if args.min_core == 1 or args.min_core < 0:
         parser.error(f"--min-core: expected 0 (off) or at least 2, got {args.min_core}")
     unisar_set = args.unisar_set or DEFAULT_SET
-    zoo = models(unisar_set, args.unisar_fit.split())
+    known = models(unisar_set, args.unisar_fit.split())
+    wanted = ["unisar", *(m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "unisar")]
+    if unknown := [m for m in wanted if m not in known]:
+        parser.error(f"--models: expected names among {', '.join(known)}, got {', '.join(unknown)}")
+    zoo = {name: known[name] for name in known if name in wanted}
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     started = time.time()
     runs = {seed: run_seed(seed, zoo, args, started) for seed in seeds}
     per_seed = {seed: means for seed, (means, _spread) in runs.items()}
     core = f", {args.min_core}-core" if args.min_core else ""
-    print(f"\n{args.events:,} events, {args.users:,} users, {args.items:,} items{core}; UniSAR settings: "
-          f"{' '.join(unisar_set)} {args.unisar_fit}; {args.epochs} epochs, batch {args.batch_size}; seeds {seeds}"
+    default = "fit's default"
+    data = ("MovieLens-100K (derived searches), training seeds" if args.source == "movielens" else
+            f"{args.events:,} events, {args.users:,} users, {args.items:,} items")
+    print(f"\n{data}{core}; UniSAR settings: "
+          f"{' '.join(unisar_set) or 'defaults'} {args.unisar_fit}; epochs {args.epochs or default}, batch {args.batch_size or default}; seeds {seeds}"
           + (f"; {args.train_seeds} trainings per UniSAR variant and world" if args.train_seeds > 1 else ""))
     trainings = f" (UniSAR rows: mean of {args.train_seeds} trainings)" if args.train_seeds > 1 else ""
     for seed, results in per_seed.items():
@@ -202,7 +227,7 @@ def main() -> None:
         print_table(f"standard deviation over {len(seeds)} seeds", over_seeds(statistics.stdev))
     print()
     for task in TASKS:
-        for rival in RIVALS:
+        for rival in (name for name in zoo if name != "unisar"):
             wins = {c: sum(per_seed[s]["unisar"][task][c] > per_seed[s][rival][task][c] for s in seeds)
                     for c in COLUMNS}
             gap = {c: means["unisar"][task][c] - means[rival][task][c] for c in COLUMNS}

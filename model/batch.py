@@ -14,6 +14,9 @@ Layout of one task's rows (R = 30 rec slots, S = 30 search slots, K = 5 clicks):
                           (rec first on equal timestamps), then rec padding, then search
                           padding: padding keeps its type, so the sequence splits back into
                           exactly R rec and S search positions.
+  session (B, R + S)      the session of each mixed position: 0 = the current one (behaviours
+                          within SESSION_GAP_MS of one another going back from the sample's
+                          own time), 1 = the one before, ...; -1 for padding.
 Rec exposures without a click (label 0) are not trained on: UniSAR learns from clicks with
 sampled negatives. A search with several clicks gives one row per clicked item (up to K).
 """
@@ -29,6 +32,7 @@ from stream.contract.history import Limits
 from stream.contract.samples import Sample
 
 _LAST = np.iinfo(np.int64).max  # timestamp of padding: sorts after every behaviour
+SESSION_GAP_MS = 30 * 60_000  # more inactivity than this starts a new session (USER's 30 minutes)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TaskRows:
     # `first` marks one row per sample (in-batch negatives must not be copies of the positive).
     siblings: np.ndarray | None = None  # (B, K) raw item ids, 0 = padding
     first: np.ndarray | None = None  # (B,) bool
+    session: np.ndarray | None = None  # (B, R + S) session of each mixed position, -1 = padding
 
     def __len__(self) -> int:
         return len(self.user)
@@ -153,8 +158,23 @@ def _history_rows(samples: list[Sample], queries: dict, limits: Limits) -> dict[
     )
     # stable: rec before search on equal timestamps, rec padding before search padding
     mixed = np.argsort(np.concatenate([rec_ts, search_ts], axis=1), axis=1, kind="stable")
+    times = np.take_along_axis(np.concatenate([rec_ts, search_ts], axis=1), mixed, 1)
+    now = np.fromiter((s.ts for s in samples), np.int64, n)
     user = np.fromiter((s.user for s in samples), np.int64, n)
-    return dict(user=user, rec_items=rec_items, search_query=search_query, search_clicks=search_clicks, mixed=mixed)
+    return dict(user=user, rec_items=rec_items, search_query=search_query, search_clicks=search_clicks, mixed=mixed,
+                session=sessions(times, now))
+
+
+def sessions(times: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """(B, L) session of each time-ordered behaviour (padding `_LAST` last), counted back
+    from `now` (B,): a gap over SESSION_GAP_MS after a behaviour (to the next one, or to now
+    after the latest) puts it and all before it one session further back; -1 for padding."""
+    real = times != _LAST
+    after = np.concatenate([times[:, 1:], np.full((len(times), 1), _LAST)], axis=1)
+    after = np.where(after != _LAST, after, now[:, None])
+    gap = real & (after - np.where(real, times, 0) > SESSION_GAP_MS)
+    back = np.cumsum(gap[:, ::-1], axis=1)[:, ::-1]  # gaps at or after each position
+    return np.where(real, back, -1)
 
 
 def _pad_queries(queries: list[tuple[int, ...]]) -> np.ndarray:
@@ -181,6 +201,7 @@ class TaskTensors:
     query: torch.Tensor  # (B,) query index of the search's own query (0 for rec)
     blocked: torch.Tensor | None = None  # (B, C) full ranking: candidates the user already touched
     first: torch.Tensor | None = None  # (B,) bool: one row per sample (a search repeats per click)
+    session: torch.Tensor | None = None  # (B, L) session of each mixed position (0 current), -1 padding
 
 
 @dataclass
@@ -342,6 +363,7 @@ def encode(
             query=torch.from_numpy(rows.query),
             blocked=blocked,
             first=torch.from_numpy(rows.first),
+            session=None if rows.session is None else torch.from_numpy(rows.session),
         )
 
     rel_items = n_local + np.arange(n_rel_items if n_pool else 0)

@@ -191,3 +191,14 @@ class ItemEmbedding(nn.Module):
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., d)
         known = self.table(rows.clamp_min(0))
         return torch.where((rows == UNKNOWN).unsqueeze(-1), self.unknown, known)
+
+
+def sampled_bce(logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of rows (B, C) whose column 0 is the true item and the others
+    sampled negatives, the positive and the negatives weighted equally (the mean over the
+    negatives, not over all columns): with plain BCE over C columns the positive's share
+    of the gradient falls as 1/C, so the number of negatives would change what the model
+    learns, not only how noisy its gradient is."""
+    positive = F.softplus(-logits[:, 0])  # -log sigmoid
+    negatives = F.softplus(logits[:, 1:]).mean(1) if logits.shape[1] > 1 else torch.zeros_like(positive)
+    return (positive + negatives).mean() / 2

@@ -75,7 +75,7 @@ class Learner:
         lr: float = 1e-3,
         table_lr: float | None = None,
         l2: float = 3e-5,
-        n_negatives: int = 4,
+        n_negatives: int = 16,
         unknown_rate: float = 0.05,
         query_pool: int = 50_000,
         catalogue_size: int | None = None,

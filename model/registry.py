@@ -10,12 +10,14 @@ from model.popularity import Popularity, PopularityConfig
 from model.sasrec import SASRec, SASRecConfig
 from model.unifiedssr import UnifiedSSR, UnifiedSSRConfig
 from model.unisar import UniSAR, UniSARConfig
+from model.user import USER, USERConfig
 
 MODELS: dict[str, tuple[type, type]] = {
     "unisar": (UniSARConfig, UniSAR),
     "popularity": (PopularityConfig, Popularity),
     "sasrec": (SASRecConfig, SASRec),
     "unifiedssr": (UnifiedSSRConfig, UnifiedSSR),
+    "user": (USERConfig, USER),
 }
 
 

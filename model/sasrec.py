@@ -20,7 +20,8 @@ Departures from the paper, all forced by the stream's samples (model.batch):
     of a stored sequence on its next item; a stream emits one sample per event, so each of
     those positions arrives as a sample of its own, when it happens.
   - Negatives: the learner's, uniform over the items the tables hold (the paper draws one
-    per position); BCE is averaged over the true item and all negatives.
+    per position) and the loss weighs the true item against the mean of its negatives
+    (model.layers.sampled_bce; with one negative, the paper's loss).
   - An item the tables do not hold embeds through a learned unknown-item vector; an empty
     history gives a zero user vector (every candidate scores 0).
 
@@ -38,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
-from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask
+from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
 
 
 @dataclass
@@ -130,9 +131,7 @@ class SASRec(nn.Module):
             scores[task] = (V_out[t.candidates] @ u.unsqueeze(-1)).squeeze(-1)  # (B, C)
             if not self.training:
                 continue
-            labels = torch.zeros_like(scores[task])
-            labels[:, 0] = 1.0
-            bce = F.binary_cross_entropy_with_logits(scores[task], labels)
+            bce = sampled_bce(scores[task])
             losses[f"{task}/bce"] = losses[f"{task}/total"] = bce
             weighted = bce * (self.cfg.gamma if task == "search" else 1.0)
             total = weighted if total is None else total + weighted

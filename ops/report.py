@@ -19,6 +19,12 @@ def flatten(samples: list[tuple[str, dict, float]]) -> dict[str, float]:
             out[f"loss/{labels['task']}/{labels['term']}"] = value
         elif name in ("unisar_hr", "unisar_ndcg"):
             out[f"{name[7:]}/{labels['task']}/{labels['k']}/{labels['mode']}"] = value
+        elif name in ("unisar_hr_by_target", "unisar_ndcg_by_target"):  # warm and cold true items apart
+            out[f"{name[7:-10]}/{labels['task']}/{labels['k']}/{labels['mode']}/{labels['targets']}"] = value
+        elif name == "unisar_cold_target_share":
+            out[f"cold_share/{labels['task']}/{labels['mode']}"] = value
+        elif name == "unisar_catalogue_items":
+            out["catalogue_items"] = value
         elif name == "unisar_events_total":
             out["events"] = out.get("events", 0.0) + value
         elif name == "unisar_train_samples_total":
@@ -163,13 +169,17 @@ def _markdown(summary: dict) -> str:
         lines.append(f"- **{key}**: {value}")
     quality = summary.get("quality", {})
     if quality:
-        lines += ["", "| task | mode | " + " | ".join(QUALITY) + " |", "|---|---|" + "---|" * len(QUALITY)]
+        columns = [*QUALITY, "cold_share", "HR@10 warm", "HR@10 cold"]
+        lines += ["", "| task | mode | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
         for task, modes in quality.items():
             for mode, metrics in modes.items():
-                cells = " | ".join(f"{metrics.get(q, float('nan')):.4f}" for q in QUALITY)
+                value = lambda q: metrics.get(q)  # noqa: E731
+                cells = " | ".join("-" if value(q) is None else f"{value(q):.4f}" for q in columns)
                 lines.append(f"| {task} | {mode} | {cells} |")
         lines += ["", "Sampled metrics: the true item among 99 sampled items the user never touched; ties count "
-                      "against the model. Random ranking gives HR@10 = 0.10."]
+                      "against the model. Random ranking gives HR@10 = 0.10. cold_share: the share of true items "
+                      "the model had never seen (scored through its catalogue features and unknown-item vector); "
+                      "HR@10 warm and cold: on those seen in training and those not, apart."]
     losses = summary.get("losses", {})
     if losses:
         lines += ["", "| loss | first | last |", "|---|---|---|"]

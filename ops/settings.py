@@ -149,7 +149,7 @@ class TrainerSettings(SettingsGroup):
 
     trainer_group: str = Field("unisar-trainer", description="the trainers' Kafka consumer group",
                                json_schema_extra=cli(metavar="GROUP"))
-    model: str = Field("unisar", description="model of the zoo: unisar, unifiedssr, sasrec or popularity "
+    model: str = Field("unisar", description="model of the zoo: unisar, unifiedssr, user, sasrec or popularity "
                        "(model.registry); a resumed checkpoint must hold the same model",
                        json_schema_extra=cli(metavar="NAME"))
     batch_size: int = Field(1024, ge=1, description="samples per test-then-train step",

@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when all is trained)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512)")
     p.add_argument("--model", default="unisar", metavar="NAME",
-                   help="model the trainer trains: unisar (default), unifiedssr, sasrec or popularity")
+                   help="model the trainer trains: unisar (default), unifiedssr, user, sasrec or popularity")
     p.add_argument("--heldout-last", type=float, default=0.1, metavar="F",
                    help="the latest F of the samples in event time, held out for the offline evaluation (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data preparation and of the trainer")
@@ -216,6 +216,10 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, h
             metrics = {name: record.last(f"{name.split('@')[0].lower()}/{task}/{name.split('@')[1]}/{mode}")
                        for name in NAMES}
             if any(v is not None for v in metrics.values()):
+                # how many true items the model had never seen, and HR@10 on them and on the rest
+                metrics["cold_share"] = record.last(f"cold_share/{task}/{mode}")
+                for targets in ("warm", "cold"):
+                    metrics[f"HR@10 {targets}"] = record.last(f"hr/{task}/10/{mode}/{targets}")
                 quality.setdefault(task, {})[mode] = metrics
     losses = {}
     for key in sorted({k for r in record.rows for k in r if k.startswith("loss/")}):
@@ -229,7 +233,7 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, h
         "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
         "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
         "model": settings.model, "model_step": record.last("step", 0), "offline_eval_step": offline_step,
-        "dead_letters": record.last("dead_letters", 0),
+        "dead_letters": record.last("dead_letters", 0), "catalogue_items": record.last("catalogue_items", 0),
         "mean_freshness_seconds": round(record.last("freshness_sum", 0) / max(1, record.last("freshness_count", 0)), 3),
         "quality": quality, "losses": losses, "broker": settings.brokers, "run_dir": str(run_dir), "pids": pids,
     }

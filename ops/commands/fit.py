@@ -41,15 +41,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=out_file, metavar="CKPT",
                    help="where to write the checkpoint (its folder must exist and be writable)")
     p.add_argument("--model", default="unisar", help="model of the zoo (default: unisar)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training samples")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="most passes over the training samples; validation stops training earlier (default: 20)")
     p.add_argument("--batch-size", type=int, default=1024, help="rec samples per step (default: 1024)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the sampling and the order")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the dense parameters (default: 1e-3)")
     p.add_argument("--table-lr", type=float, metavar="LR",
                    help="learning rate of the id embedding tables (lazy Adam; default: --lr)")
-    p.add_argument("--negatives", type=int, default=4, metavar="N",
-                   help="sampled negative items per training sample (default: 4)")
+    p.add_argument("--negatives", type=int, default=16, metavar="N",
+                   help="sampled negative items per training sample (default: 16)")
     add_heldout_flags(p, default=0.1,
                       last_help="the latest F of all samples in event time, kept out of training (default: 0.1)",
                       per_user_help="hold out the latest F of each user's samples instead (per-user rule)")

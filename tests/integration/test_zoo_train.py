@@ -17,7 +17,7 @@ from stream.kafka import ensure_topics_sync
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("model", ["sasrec", "unifiedssr"])
+@pytest.mark.parametrize("model", ["sasrec", "unifiedssr", "user"])
 def test_train_runs_the_model_in_the_stream_and_refuses_another_models_checkpoint(model, settings, tmp_path):
     ensure_topics_sync(settings)
     produce_samples(settings, 3_000)

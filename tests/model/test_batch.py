@@ -84,3 +84,21 @@ def test_negative_queries_equal_to_a_batch_query_share_its_index():
     own, history = queries.index((7, 8)), queries.index((9,))
     idx = step.rel_queries.tolist()
     assert idx[0] == own and idx[3] == history and idx[1] == idx[2] not in (own, history)
+
+
+def test_sessions_split_the_mixed_sequence_at_gaps_over_30_minutes_counting_back_from_now():
+    hour = 3_600_000
+    history = History(-1, (RecBehaviour(0, 101), RecBehaviour(2 * hour + 60_000, 102)),
+                      (SearchBehaviour(60_000, (7,), (201,)), SearchBehaviour(2 * hour + 120_000, (7,), (202,))))
+    now = Sample("e", 1, 2 * hour + 180_000, "rec", (9,), 1, (), history)
+    later = Sample("e", 1, 3 * hour, "search", (5, 6), 1, (7,), history)  # 58 minutes of silence since
+    b = collate([now, later], LIMITS)
+    # time order: rec0, search0 | 2-hour gap | rec1, search1, then 3 padding positions
+    np.testing.assert_array_equal(b.tasks["rec"].session[0], [1, 1, 0, 0, -1, -1, -1])
+    # the search repeats per click, and its current session is empty: the history is 1 and 2 back
+    np.testing.assert_array_equal(b.tasks["search"].session, [[2, 2, 1, 1, -1, -1, -1]] * 2)
+    step, _ = encode(b, {k: IdTable(64) for k in ("users", "items", "words")}, np.random.default_rng(0),
+                     train=True, n_negatives=2)
+    assert step.tasks["rec"].session.tolist() == b.tasks["rec"].session.tolist()
+    empty = collate([sample()], LIMITS).tasks["rec"].session
+    assert (empty == -1).all()

@@ -36,7 +36,9 @@ def test_checkpoint_round_trip_scores_and_resumes_identically(name, batch_sample
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_model_other_seed_other_model(name, batch_samples):
-    runs = [make(name, seed) for seed in (7, 7, 8)]
+    # few negatives from the tiny pool, so two seeds draw different ones: with the default 16 both
+    # draw nearly every item, and popularity (random only in its draws) learns the same either way
+    runs = [Learner(name, seed=seed, n_negatives=4, **tiny(name)) for seed in (7, 7, 8)]
     terms = [[r.learn_many(batch_samples) for _ in range(2)] for r in runs]
     scores = [r.score(batch_samples, seed=1) for r in runs]
     assert terms[0] == terms[1] and all(torch.equal(scores[0][k], scores[1][k]) for k in scores[0])

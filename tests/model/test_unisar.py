@@ -98,7 +98,7 @@ def test_every_ablation_trains(flags, batch_samples):
 
 
 def test_each_loss_term_falls_on_a_small_learnable_problem(batch_samples):
-    learner = Learner(**TINY, lr=3e-3, seed=3)
+    learner = Learner(**TINY, lr=1e-2, seed=3)  # rows start at N(0, 0.1^2): a faster pace shows every term fall within 60 steps
     history = [learner.learn_many(batch_samples) for _ in range(60)]
     for term in ("rec/bce", "search/bce", "rec/rel", "search/rel", "rec/align", "search/align"):
         first = np.mean([h[term] for h in history[1:6]])  # step 0: the query pool is still empty

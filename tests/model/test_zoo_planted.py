@@ -15,6 +15,7 @@ from ops.cli import main
 RECIPES = {
     "sasrec": ["--set", "d=16", "--set", "dropout=0"],
     "unifiedssr": ["--set", "d=16", "--set", "dropout=0"],
+    "user": ["--set", "d=16", "--set", "d_ff=16", "--set", "dropout=0"],
 }
 
 

@@ -18,6 +18,7 @@ _TINY = {
     "popularity": SIZES,
     "sasrec": {**SIZES, "d": 16},
     "unifiedssr": {**SIZES, "d": 16},
+    "user": {**SIZES, "d": 16, "d_ff": 16},
 }
 NAMES = sorted(MODELS)
 

@@ -112,6 +112,9 @@ def test_demo_runs_the_whole_system_writes_its_report_and_cleans_up(tmp_path):
     # the offline figures belong to the final model, and say so
     assert summary["offline_eval_step"] == summary["model_step"] and "offline_note" not in summary
     assert summary["quality"]["rec"]["offline"]["HR@10"] is not None
+    offline = summary["quality"]["rec"]["offline"]
+    assert 0 <= offline["cold_share"] <= 1 and offline["HR@10 warm"] is not None  # cold targets reported apart
+    assert summary["catalogue_items"] > 0  # the simulator's catalogue reached the trainer
     assert {"losses.png", "quality_rec.png", "quality_search.png", "throughput.png"} <= set(summary["plots"])
     assert all((run_dir / p).stat().st_size > 10_000 for p in summary["plots"])
     assert "rec/click" in summary["losses"] and "| rec | prequential |" in (run_dir / "summary.md").read_text()
