@@ -62,6 +62,7 @@ def models(unisar_set: list[str], unisar_fit: list[str]) -> dict[str, list[str]]
         "unisar": tuned,
         "unisar without mask": [*tuned, "--set", "use_mask=false"],
         "unisar without features": [*tuned, "--set", "use_item_features=false"],  # ids only: the ablation
+        "unisar with exposures": [*tuned, "--exposures"],  # rec exposures as labelled negatives (not by default)
     }
 
 
@@ -70,7 +71,8 @@ def make_data(source: str, seed: int, root: Path, args) -> Path:
     (the same data for every seed), k-cored when asked."""
     events = root / f"{source}.jsonl"
     if source == "movielens":
-        assert unisar(["data", "movielens", "--out", str(events)]) == 0
+        rating = ["--min-rating", str(args.min_rating)] if args.min_rating else []
+        assert unisar(["data", "movielens", "--out", str(events), *rating]) == 0
     else:
         assert unisar(["data", "simulate", "--events", str(args.events), "--users", str(args.users),
                        "--items", str(args.items), "--seed", str(seed), "--out", str(events)]) == 0
@@ -166,6 +168,8 @@ def main() -> None:
                         "simulator)")
     parser.add_argument("--models", default=",".join(ALL_MODELS), metavar="A,B",
                         help=f"models to train, comma-separated, unisar always among them (default {','.join(ALL_MODELS)})")
+    parser.add_argument("--min-rating", type=int, default=0, metavar="R",
+                        help="MovieLens: ratings below R become rec exposures without a click (default 0: none)")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--items", type=int, default=20_000, help="simulated catalogue size (default 20,000)")

@@ -17,8 +17,10 @@ Layout of one task's rows (R = 30 rec slots, S = 30 search slots, K = 5 clicks):
   session (B, R + S)      the session of each mixed position: 0 = the current one (behaviours
                           within SESSION_GAP_MS of one another going back from the sample's
                           own time), 1 = the one before, ...; -1 for padding.
-Rec exposures without a click (label 0) are not trained on: UniSAR learns from clicks with
-sampled negatives. A search with several clicks gives one row per clicked item (up to K).
+Rec exposures without a click (label 0) are left out unless `collate(exposures=True)`: then
+each is a rec row of its own whose shown item, in column 0, is a labelled negative (`label`
+0 where a click's is 1; the models' losses read it). A search with several clicks gives one
+row per clicked item (up to K).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class TaskRows:
     siblings: np.ndarray | None = None  # (B, K) raw item ids, 0 = padding
     first: np.ndarray | None = None  # (B,) bool
     session: np.ndarray | None = None  # (B, R + S) session of each mixed position, -1 = padding
+    label: np.ndarray | None = None  # (B,) float32: 1 a click, 0 a rec exposure; None: every row a click
 
     def __len__(self) -> int:
         return len(self.user)
@@ -62,7 +65,7 @@ class Batch:
 
     queries: np.ndarray  # (Q, W) word ids, padding 0; row 0 is the empty query
     tasks: dict[str, TaskRows] = field(default_factory=dict)
-    skipped: int = 0  # rec exposures without a click
+    skipped: int = 0  # rec exposures without a click, left out
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.tasks.values())
@@ -89,18 +92,23 @@ def ranked(samples: list[Sample], limits: Limits = Limits()) -> dict[str, list[t
     return {task: r for task, r in rows.items() if r}
 
 
-def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
+def collate(samples: list[Sample], limits: Limits = Limits(), exposures: bool = False) -> Batch:
+    """The batch of `samples`; with `exposures`, rec exposures come after the rec clicks as
+    labelled negatives (rows with `label` 0)."""
     queries: dict[tuple[int, ...], int] = {(): 0}
     tasks = {}
     rec, search = _per_task(samples)
-    if rec:
-        rows = _history_rows(rec, queries, limits)
+    shown = [s for s in samples if s.task == "rec" and not is_ranked(s) and s.items] if exposures else []
+    if rec or shown:
+        rows = _history_rows(rec + shown, queries, limits)
+        n = len(rec) + len(shown)
         tasks["rec"] = TaskRows(
             **rows,
-            target=np.fromiter((s.items[0] for s in rec), np.int64, len(rec)),
-            query=np.zeros(len(rec), np.int64),
-            siblings=np.zeros((len(rec), 1), np.int64),
-            first=np.ones(len(rec), bool),
+            target=np.fromiter((s.items[0] for s in chain(rec, shown)), np.int64, n),
+            query=np.zeros(n, np.int64),
+            siblings=np.zeros((n, 1), np.int64),
+            first=np.ones(n, bool),
+            label=np.repeat(np.array([1.0, 0.0], np.float32), [len(rec), len(shown)]) if shown else None,
         )
     if search:
         rows = _history_rows(search, queries, limits)
@@ -118,7 +126,7 @@ def collate(samples: list[Sample], limits: Limits = Limits()) -> Batch:
             siblings=np.repeat(siblings, n_clicks, axis=0),
             first=first,
         )
-    skipped = sum(1 for s in samples if not is_ranked(s) and s.task == "rec")
+    skipped = sum(1 for s in samples if not is_ranked(s) and s.task == "rec") - len(shown)
     return Batch(_pad_queries(list(queries)), tasks, skipped)
 
 
@@ -202,6 +210,7 @@ class TaskTensors:
     blocked: torch.Tensor | None = None  # (B, C) full ranking: candidates the user already touched
     first: torch.Tensor | None = None  # (B,) bool: one row per sample (a search repeats per click)
     session: torch.Tensor | None = None  # (B, L) session of each mixed position (0 current), -1 padding
+    label: torch.Tensor | None = None  # (B,) 1 a click, 0 a rec exposure (a labelled negative); None: all clicks
 
 
 @dataclass
@@ -364,6 +373,7 @@ def encode(
             blocked=blocked,
             first=torch.from_numpy(rows.first),
             session=None if rows.session is None else torch.from_numpy(rows.session),
+            label=None if rows.label is None else torch.from_numpy(rows.label),
         )
 
     rel_items = n_local + np.arange(n_rel_items if n_pool else 0)

@@ -193,12 +193,21 @@ class ItemEmbedding(nn.Module):
         return torch.where((rows == UNKNOWN).unsqueeze(-1), self.unknown, known)
 
 
-def sampled_bce(logits: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of rows (B, C) whose column 0 is the true item and the others
-    sampled negatives, the positive and the negatives weighted equally (the mean over the
-    negatives, not over all columns): with plain BCE over C columns the positive's share
-    of the gradient falls as 1/C, so the number of negatives would change what the model
-    learns, not only how noisy its gradient is."""
-    positive = F.softplus(-logits[:, 0])  # -log sigmoid
-    negatives = F.softplus(logits[:, 1:]).mean(1) if logits.shape[1] > 1 else torch.zeros_like(positive)
-    return (positive + negatives).mean() / 2
+def click_labels(logits: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    """BCE targets (B, C) of rows whose column 0 is the row's item and the others sampled
+    negatives: column 0 is the row's label (1 a click; 0 a rec exposure, a labelled
+    negative: model.batch), every other column 0."""
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0 if label is None else label.to(logits.dtype)
+    return labels
+
+
+def sampled_bce(logits: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of rows (B, C) whose column 0 is the row's item (labelled by
+    `label`, as click_labels) and the others sampled negatives, column 0 and the negatives
+    weighted equally (the mean over the negatives, not over all columns): with plain BCE
+    over C columns the true item's share of the gradient falls as 1/C, so the number of
+    negatives would change what the model learns, not only how noisy its gradient is."""
+    first = F.binary_cross_entropy_with_logits(logits[:, 0], click_labels(logits, label)[:, 0], reduction="none")
+    negatives = F.softplus(logits[:, 1:]).mean(1) if logits.shape[1] > 1 else torch.zeros_like(first)
+    return (first + negatives).mean() / 2

@@ -79,6 +79,7 @@ class Learner:
         unknown_rate: float = 0.05,
         query_pool: int = 50_000,
         catalogue_size: int | None = None,
+        exposures: bool = False,
         device: str = "cpu",
         **config,
     ) -> None:
@@ -90,6 +91,8 @@ class Learner:
             raise ValueError(f"expected unknown_rate in [0, 1), got {unknown_rate}")
         # the share of training candidates shown as unknown items (model.batch.encode)
         self.n_negatives, self.unknown_rate, self.device = n_negatives, unknown_rate, torch.device(device)
+        # rec exposures without a click as labelled negatives of the rec loss (model.batch.collate)
+        self.exposures = exposures
         self.config = make_config(model, **config)
         cfg = self.config
         self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
@@ -124,7 +127,7 @@ class Learner:
         With `sync` (world size > 1), one data-parallel step: every rank must call it, in
         the same step, even with an empty batch (see the module's notes)."""
         if not isinstance(batch, Batch):
-            batch = collate(batch, self.limits)
+            batch = collate(batch, self.limits, exposures=self.exposures)
         if sync is not None and sync.world_size > 1:
             return self._learn_synced(batch, sync)
         if not batch.tasks:
@@ -144,6 +147,8 @@ class Learner:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed * 1_000_003 + self.step)
             _, losses = self.model(step.to(self.device))
+        if "total" not in losses:  # no row the model learns from (USER and a batch of rec exposures)
+            return {}
         if not torch.isfinite(losses["total"]):
             # A NaN or infinite loss would poison the weights and Adam's moments: skip the
             # step (the caller sees the terms and counts it).
@@ -182,7 +187,7 @@ class Learner:
                 torch.manual_seed((self.seed * 1_000_003 + self.step) * sync.world_size + sync.rank)
                 _, losses = self.model(step.to(self.device))
             terms = {k: float(v.detach()) for k, v in losses.items()}
-            if torch.isfinite(losses["total"]):  # a non-finite rank contributes nothing
+            if "total" in losses and torch.isfinite(losses["total"]):  # a non-finite rank contributes nothing
                 losses["total"].backward()
                 weight = float(len(batch))
         # 3. the same averaged gradients, then the same step, on every rank
@@ -341,7 +346,7 @@ class Learner:
             "model_name": self.model_name,
             "config": dataclasses.asdict(self.config),
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
-                        "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate,
+                        "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate, "exposures": self.exposures,
                         "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity},
             "step": self.step,
             "model": self.model.state_dict(),

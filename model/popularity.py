@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import UNKNOWN, StepTensors
+from model.layers import click_labels
 
 
 @dataclass
@@ -46,8 +47,7 @@ class Popularity(nn.Module):
             return scores, {}
         losses = {}
         for task, logits in scores.items():
-            labels = torch.zeros_like(logits)
-            labels[:, 0] = 1.0
+            labels = click_labels(logits, step.tasks[task].label)
             losses[f"{task}/bce"] = F.binary_cross_entropy_with_logits(logits, labels)
         losses["total"] = sum(losses.values())
         return scores, losses

@@ -131,7 +131,7 @@ class SASRec(nn.Module):
             scores[task] = (V_out[t.candidates] @ u.unsqueeze(-1)).squeeze(-1)  # (B, C)
             if not self.training:
                 continue
-            bce = sampled_bce(scores[task])
+            bce = sampled_bce(scores[task], t.label)
             losses[f"{task}/bce"] = losses[f"{task}/total"] = bce
             weighted = bce * (self.cfg.gamma if task == "search" else 1.0)
             total = weighted if total is None else total + weighted

@@ -275,7 +275,7 @@ class UnifiedSSRNet(nn.Module):
             logits = (v @ f.unsqueeze(-1)).squeeze(-1)  # Eq. 11
         if not self.training:
             return logits, {}
-        terms = {"bce": sampled_bce(logits)}
+        terms = {"bce": sampled_bce(logits, t.label)}
         if ssl is not None:
             one = t.first if t.first is not None else torch.ones(len(ssl), dtype=torch.bool, device=ssl.device)
             terms["ssl"] = ssl[one].mean()  # a search's per-click rows are one sample

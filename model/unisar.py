@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from model.batch import UNKNOWN, StepTensors, TaskTensors
 from model.contrastive import QueryItemRelevance, TransitionAlignment
-from model.layers import Attention, Dropout, Encoder, Fusion, mlp
+from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, mlp
 
 TASKS = ("rec", "search")
 
@@ -285,13 +285,13 @@ class UniSARNet(nn.Module):
         if not self.training:
             return logits, {}
 
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        losses = {"bce": F.binary_cross_entropy_with_logits(logits, labels)}
+        losses = {"bce": F.binary_cross_entropy_with_logits(logits, click_labels(logits, t.label))}
         if cfg.use_align:
             # one row per sample: a search's per-click copies would be in-batch negatives
-            # identical to their positive
+            # identical to their positive; a rec exposure (label 0) aligns nothing
             one = t.first if t.first is not None else torch.ones(B, dtype=torch.bool, device=logits.device)
+            if t.label is not None:
+                one = one & (t.label > 0)
             L_align = logits.new_zeros(())
             if cfg.use_s2r and cfg.use_r2r:
                 L_align = L_align + self.align_rec(H_s2r[one], H_r2r[one], rec_mask[one])

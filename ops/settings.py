@@ -152,6 +152,8 @@ class TrainerSettings(SettingsGroup):
     model: str = Field("unisar", description="model of the zoo: unisar, unifiedssr, user, sasrec or popularity "
                        "(model.registry); a resumed checkpoint must hold the same model",
                        json_schema_extra=cli(metavar="NAME"))
+    exposures: bool = Field(False, description="train on rec exposures without a click as labelled negatives "
+                            "(README, 'Rec exposures')", json_schema_extra=cli(metavar="{true,false}"))
     batch_size: int = Field(1024, ge=1, description="samples per test-then-train step",
                             json_schema_extra=cli(metavar="N"))
     max_wait_s: float = Field(2.0, gt=0, description="train on a partial batch after this many seconds",

@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                    help="learning rate of the id embedding tables (lazy Adam; default: --lr)")
     p.add_argument("--negatives", type=int, default=16, metavar="N",
                    help="sampled negative items per training sample (default: 16)")
+    p.add_argument("--exposures", action=argparse.BooleanOptionalAction, default=False,
+                   help="train on rec exposures without a click as labelled negatives (default: off; "
+                   "README, 'Rec exposures')")
     add_heldout_flags(p, default=0.1,
                       last_help="the latest F of all samples in event time, kept out of training (default: 0.1)",
                       per_user_help="hold out the latest F of each user's samples instead (per-user rule)")
@@ -156,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     validation = Validation.of(valid, train, args) if args.validation else None
     if validation is None:  # no validation rows (or none asked for): train on them all
         train = train + valid
-    rec = [s for s in train if s.task == "rec" and s.label == 1]
+    rec = [s for s in train if s.task == "rec" and (s.label == 1 or args.exposures)]
     search = [s for s in train if s.task == "search" and s.items]
     if not rec and not search:
         fail(f"--events: expected events that yield training samples (rec clicks or searches "
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         overrides[f"n_{kind}"] = getattr(args, f"{kind}_rows") or sizes[kind]
     try:
         learner = Learner(args.model, seed=args.seed, lr=args.lr, table_lr=args.table_lr,
-                          n_negatives=args.negatives, device=args.device,
+                          n_negatives=args.negatives, exposures=args.exposures, device=args.device,
                           catalogue_size=max(overrides["n_items"], len(items) + 1), **overrides)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

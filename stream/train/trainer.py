@@ -61,7 +61,7 @@ def _collates(sample) -> bool:
 
 def new_learner(settings: Settings) -> Learner:
     config = dict(n_users=settings.n_users, n_items=settings.n_items, n_words=settings.n_words)  # every model has them
-    return Learner(settings.model, seed=settings.seed, device=settings.device, **config)
+    return Learner(settings.model, seed=settings.seed, device=settings.device, exposures=settings.exposures, **config)
 
 
 class ContinualTrainer(ConsumerRebalanceListener):
@@ -80,6 +80,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
                                  f"{settings.model!r}; give another --checkpoint-dir or the checkpoint's --model")
             self.learner = Learner.from_state_dict(state, device=settings.device)
+            self.learner.exposures = settings.exposures  # a training policy of this run, not of the model
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
             if "admission" in state:
                 self.admission.load_state_dict(state["admission"])
@@ -252,11 +253,13 @@ class ContinualTrainer(ConsumerRebalanceListener):
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The
         first batches of a fresh model are not scored: 99 negatives need 100 known items."""
-        batch = collate(samples, self.learner.limits)  # once, for both passes
+        batch = collate(samples, self.learner.limits)  # the clicks, scored and (usually) learnt
         if samples and len(self.learner.ids["items"]) > 2 * 100:
             known = self.learner.ids["items"]
             for task, scores in self.learner.score(batch).items():
                 self.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)
+        if self.learner.exposures:  # rec exposures too, as labelled negatives: learnt, never scored
+            batch = collate(samples, self.learner.limits, exposures=True)
         return self.learner.learn_many(batch, self.sync)
 
     def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
@@ -267,8 +270,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
         m.batch_size.set(len(samples))
         now = time.time()
         for s in samples:
-            if not is_ranked(s):  # a rec exposure without a click: no loss uses it yet
-                m.skipped.labels(EXPOSURE).inc()
+            if not is_ranked(s) and not (self.learner.exposures and s.task == "rec"):
+                m.skipped.labels(EXPOSURE).inc()  # a rec exposure without a click, left out
                 continue
             m.samples.labels(s.task).inc()
             if s.ingest_ms:

@@ -102,3 +102,20 @@ def test_sessions_split_the_mixed_sequence_at_gaps_over_30_minutes_counting_back
     assert step.tasks["rec"].session.tolist() == b.tasks["rec"].session.tolist()
     empty = collate([sample()], LIMITS).tasks["rec"].session
     assert (empty == -1).all()
+
+
+def test_exposures_join_the_rec_rows_as_labelled_negatives_when_asked():
+    samples = [sample(items=(9,)), sample(items=(4,), label=0), sample("search", items=(5,), query=(1,)),
+               sample(items=(8,))]
+    left_out = collate(samples, LIMITS)
+    assert left_out.skipped == 1 and left_out.tasks["rec"].label is None
+    assert left_out.tasks["rec"].target.tolist() == [9, 8]
+    used = collate(samples, LIMITS, exposures=True)
+    assert used.skipped == 0
+    rec = used.tasks["rec"]
+    assert rec.target.tolist() == [9, 8, 4] and rec.label.tolist() == [1.0, 1.0, 0.0]  # clicks, then exposures
+    assert used.tasks["search"].label is None
+    assert collate([sample(items=(9,))], LIMITS, exposures=True).tasks["rec"].label is None  # none to label
+    tables = {k: IdTable(64) for k in ("users", "items", "words")}
+    step, _ = encode(used, tables, np.random.default_rng(0), train=True, n_negatives=3)
+    assert step.tasks["rec"].label.tolist() == [1.0, 1.0, 0.0]

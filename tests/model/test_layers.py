@@ -19,3 +19,10 @@ def test_sampled_bce_is_plain_bce_with_one_negative():
     logits = torch.randn(5, 2)
     labels = torch.tensor([[1.0, 0.0]]).expand(5, 2)
     torch.testing.assert_close(sampled_bce(logits), F.binary_cross_entropy_with_logits(logits, labels))
+
+
+def test_a_labelled_negative_in_column_0_is_pushed_down_like_the_sampled_ones():
+    logits = torch.zeros(2, 5, requires_grad=True)
+    sampled_bce(logits, torch.tensor([1.0, 0.0])).backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[1, 0] > 0  # a click rises, an exposure falls
+    assert (logits.grad[:, 1:] > 0).all()

@@ -1,4 +1,5 @@
 """The learner contract, run over every model of the zoo, and row recycling."""
+import dataclasses
 import io
 
 import numpy as np
@@ -158,3 +159,26 @@ def test_checkpoints_from_before_table_lr_load_with_one_learning_rate(batch_samp
 def test_learning_rates_must_be_positive():
     with pytest.raises(ValueError, match="expected learning rates > 0"):
         Learner(**TINY, table_lr=0.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rec_exposures_as_labelled_negatives_train_every_model(name, batch_samples):
+    assert any(s.task == "rec" and s.label == 0 for s in batch_samples)
+    learner = Learner(name, exposures=True, **tiny(name))
+    terms = [learner.learn_many(batch_samples) for _ in range(2)]
+    assert terms[-1] and all(np.isfinite(v) for v in terms[-1].values())
+    assert Learner.from_state_dict(learner.state_dict()).exposures  # the checkpoint keeps the choice
+    exposures_only = [s for s in batch_samples if s.task == "rec" and s.label == 0]
+    assert all(np.isfinite(v) for v in learner.learn_many(exposures_only).values())  # USER learns nothing: {}
+
+
+def test_an_exposure_lowers_the_score_of_the_item_shown(batch_samples):
+    shown = next(s for s in batch_samples if s.task == "rec" and s.label == 0)
+    clicked = dataclasses.replace(shown, label=1)
+    after = {}
+    for label, exposure in (("without", False), ("with", True)):
+        learner = Learner("unisar", seed=0, exposures=exposure, **tiny("unisar"))
+        for _ in range(5):
+            learner.learn_many(batch_samples)
+        after[label] = float(learner.score([clicked], seed=3, n_negatives=5)["rec"][0, 0])
+    assert after["with"] < after["without"]
