@@ -98,100 +98,111 @@ def _exact_int(value: object, allowed: tuple[int, ...]) -> bool:
     return type(value) is int and value in allowed
 
 
-def _bad(field: str, expected: str, value: object) -> Rejection:
+def bad(field: str, expected: str, value: object) -> Rejection:
+    """The rejection of a field's value: what `field` was expected to be, what it was."""
     return Rejection("validate", f"{field} to be {expected}", _show(value))
 
 
-def _raw_id(field: str, value: object) -> str | int | Rejection:
+def raw_id(field: str, value: object) -> str | int | Rejection:
+    """An id as producers send it (text, or an integer within 64 bits), or why it is not one."""
     if type(value) is int:
         if not -(2**63) <= value < 2**64:
-            return _bad(field, "an integer id within 64 bits", value)
+            return bad(field, "an integer id within 64 bits", value)
         return value
     if type(value) is not str:
-        return _bad(field, "a string or integer id", value)
+        return bad(field, "a string or integer id", value)
     if not 0 < len(value.strip()) <= MAX_ID_CHARS:
-        return _bad(field, f"a non-empty id of at most {MAX_ID_CHARS} characters", value)
+        return bad(field, f"a non-empty id of at most {MAX_ID_CHARS} characters", value)
     if _SURROGATE.search(value):
-        return _bad(field, "an id of UTF-8 characters", value)
+        return bad(field, "an id of UTF-8 characters", value)
     return value
 
 
-def _query_words(value: object) -> tuple[int, ...] | Rejection:
+def query_words(value: object) -> tuple[int, ...] | Rejection:
+    """The word ids of a query (text, or a list of words), or why it is not one."""
     if type(value) is str:
         if len(value) > MAX_QUERY_CHARS:
-            return _bad("query", f"text of at most {MAX_QUERY_CHARS} characters", f"{len(value)} characters")
+            return bad("query", f"text of at most {MAX_QUERY_CHARS} characters", f"{len(value)} characters")
         if _SURROGATE.search(value):
-            return _bad("query", "text of UTF-8 characters", value)
+            return bad("query", "text of UTF-8 characters", value)
         words = value.lower().split()
     elif type(value) is list:
         words = value
         if len(words) > MAX_QUERY_WORDS:
-            return _bad("query", f"at most {MAX_QUERY_WORDS} words", f"{len(words)} words")
+            return bad("query", f"at most {MAX_QUERY_WORDS} words", f"{len(words)} words")
         for word in words:
-            if isinstance(_raw_id("query word", word), Rejection):
-                return _bad("query", "text or a list of word ids", value)
+            if isinstance(raw_id("query word", word), Rejection):
+                return bad("query", "text or a list of word ids", value)
     else:
-        return _bad("query", "text or a list of word ids", value)
+        return bad("query", "text or a list of word ids", value)
     if not words:
-        return _bad("query", "at least one word", value)
+        return bad("query", "at least one word", value)
     if len(words) > MAX_QUERY_WORDS:
-        return _bad("query", f"at most {MAX_QUERY_WORDS} words", f"{len(words)} words")
+        return bad("query", f"at most {MAX_QUERY_WORDS} words", f"{len(words)} words")
     return tuple(word_id(w) for w in words)
 
 
-def validate(obj: object) -> Event | Rejection:
-    """Validate a decoded JSON value against event v1."""
+def versioned_object(obj: object, version: int) -> Rejection | None:
+    """What every JSON message of ours is before its own fields: an object, nested at most
+    MAX_DEPTH levels, with text field names and `v` the integer `version`. None if it is."""
     if type(obj) is not dict:
         return Rejection("validate", "a JSON object", type(obj).__name__)
     if _too_deep(obj, MAX_DEPTH):
         return Rejection("validate", f"JSON nested at most {MAX_DEPTH} levels deep", "deeper nesting")
     if not all(type(k) is str for k in obj):
-        return _bad("fields", "text field names", sorted(map(str, obj))[:5])
-    if not _exact_int(obj.get("v"), (VERSION,)):
-        return _bad("v", f"the integer {VERSION}", obj.get("v"))
+        return bad("fields", "text field names", sorted(map(str, obj))[:5])
+    if not _exact_int(obj.get("v"), (version,)):
+        return bad("v", f"the integer {version}", obj.get("v"))
+    return None
+
+
+def validate(obj: object) -> Event | Rejection:
+    """Validate a decoded JSON value against event v1."""
+    if (wrong := versioned_object(obj, VERSION)) is not None:
+        return wrong
     kind = obj.get("type")
     if type(kind) is not str or kind not in _FIELDS:
-        return _bad("type", "'rec' or 'search'", kind)
+        return bad("type", "'rec' or 'search'", kind)
     allowed = _FIELDS[kind]
     unknown = obj.keys() - allowed
     if unknown:
-        return _bad("fields", f"only {sorted(allowed)}", f"unknown {sorted(unknown)}")
+        return bad("fields", f"only {sorted(allowed)}", f"unknown {sorted(unknown)}")
     missing = (allowed - {"clicks"}) - obj.keys()
     if missing:
-        return _bad("fields", f"all of {sorted(allowed - {'clicks'})}", f"missing {sorted(missing)}")
+        return bad("fields", f"all of {sorted(allowed - {'clicks'})}", f"missing {sorted(missing)}")
 
-    event_id = _raw_id("event_id", obj["event_id"])
+    event_id = raw_id("event_id", obj["event_id"])
     if isinstance(event_id, Rejection):
         return event_id
-    user = _raw_id("user", obj["user"])
+    user = raw_id("user", obj["user"])
     if isinstance(user, Rejection):
         return user
     ts = obj["ts"]
     if type(ts) is not int:
-        return _bad("ts", "integer epoch milliseconds", ts)
+        return bad("ts", "integer epoch milliseconds", ts)
     if not MIN_TS_MS <= ts < MAX_TS_MS:
-        return _bad("ts", "epoch milliseconds between 1990 and 2100", ts)
+        return bad("ts", "epoch milliseconds between 1990 and 2100", ts)
 
     if kind == "rec":
-        item = _raw_id("item", obj["item"])
+        item = raw_id("item", obj["item"])
         if isinstance(item, Rejection):
             return item
         click = obj["click"]
         if not _exact_int(click, (0, 1)):
-            return _bad("click", "the integer 0 or 1", click)
+            return bad("click", "the integer 0 or 1", click)
         return Event(str(event_id), user_id(user), ts, "rec", (item_id(item),), click, ())
 
-    query = _query_words(obj["query"])
+    query = query_words(obj["query"])
     if isinstance(query, Rejection):
         return query
     clicks = obj.get("clicks", [])
     if type(clicks) is not list:
-        return _bad("clicks", "a list of item ids", clicks)
+        return bad("clicks", "a list of item ids", clicks)
     if len(clicks) > MAX_CLICKS:
-        return _bad("clicks", f"at most {MAX_CLICKS} items", f"{len(clicks)} items")
+        return bad("clicks", f"at most {MAX_CLICKS} items", f"{len(clicks)} items")
     items = []
     for raw in clicks:
-        item = _raw_id("clicks item", raw)
+        item = raw_id("clicks item", raw)
         if isinstance(item, Rejection):
             return item
         items.append(item_id(item))

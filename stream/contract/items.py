@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.contract.events import (
-    MAX_DEPTH, NO_KEY, Rejection, _bad, _query_words, _raw_id, _too_deep, parse_keyed,
-)
+from stream.contract.events import NO_KEY, Rejection, bad, parse_keyed, query_words, raw_id, versioned_object
 from stream.contract.ids import item_id, stable_id
 
 VERSION = 1
@@ -51,38 +49,32 @@ def category_token(level: int, raw: str | int) -> int:
 
 def validate_item(obj: object) -> ItemRecord | Rejection:
     """Validate a decoded JSON value against catalogue v1."""
-    if type(obj) is not dict:
-        return Rejection("validate", "a JSON object", type(obj).__name__)
-    if _too_deep(obj, MAX_DEPTH):
-        return Rejection("validate", f"JSON nested at most {MAX_DEPTH} levels deep", "deeper nesting")
-    if not all(type(k) is str for k in obj):
-        return _bad("fields", "text field names", sorted(map(str, obj))[:5])
-    if not (type(obj.get("v")) is int and obj.get("v") == VERSION):
-        return _bad("v", f"the integer {VERSION}", obj.get("v"))
+    if (wrong := versioned_object(obj, VERSION)) is not None:
+        return wrong
     unknown = obj.keys() - _FIELDS
     if unknown:
-        return _bad("fields", f"only {sorted(_FIELDS)}", f"unknown {sorted(unknown)}")
+        return bad("fields", f"only {sorted(_FIELDS)}", f"unknown {sorted(unknown)}")
     if "item" not in obj:
-        return _bad("fields", "an item field", "none")
-    item = _raw_id("item", obj["item"])
+        return bad("fields", "an item field", "none")
+    item = raw_id("item", obj["item"])
     if isinstance(item, Rejection):
         return item
     levels = obj.get("categories", [])
     if type(levels) is not list or len(levels) > MAX_LEVELS:
-        return _bad("categories", f"a list of at most {MAX_LEVELS} category ids (null: unknown)", levels)
+        return bad("categories", f"a list of at most {MAX_LEVELS} category ids (null: unknown)", levels)
     categories = []
     for level, raw in enumerate(levels, 1):
         if raw is None:
             categories.append(0)
             continue
-        category = _raw_id("categories", raw)
+        category = raw_id("categories", raw)
         if isinstance(category, Rejection):
             return category
         categories.append(category_token(level, category))
     words: tuple[int, ...] = ()
     caption = obj.get("caption")
     if caption is not None and caption != "" and caption != []:
-        words = _query_words(caption)
+        words = query_words(caption)
         if isinstance(words, Rejection):  # reported under this record's field name
             return Rejection(words.stage, words.expected.replace("query", "caption", 1), words.got)
     return ItemRecord(item_id(item), tuple(categories), words)
