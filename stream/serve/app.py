@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
 
 from ops.settings import ServeSettings
 from stream.contract.events import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_QUERY_WORDS
@@ -101,13 +101,17 @@ def create_app(service: RankingService, settings: ServeSettings) -> FastAPI:
     """The app around `service`; its lifespan starts and stops the service's loops."""
     metrics = service.metrics
 
-    class RecommendIn(Strict):
+    class Ask(Strict):
         user: RawId = Field(description="the user id, as in the events (text or integer)")
         query: RawQuery | None = Field(None, description="text (as typed) or a list of word ids, as event v1; "
                                        "absent: the recommendation task")
         k: StrictInt = Field(10, ge=1, le=settings.max_candidates, description="how many to return")
 
-    class RankIn(RecommendIn):
+    class RecommendIn(Ask):
+        include_seen: StrictBool = Field(False, description="keep items the user already clicked (in the "
+                                         "history the service holds); by default they are left out")
+
+    class RankIn(Ask):
         candidates: list[RawId] = Field(min_length=1, max_length=settings.max_candidates,
                                         description="item ids to rank (unknown ones score as cold items)")
 
@@ -139,7 +143,7 @@ def create_app(service: RankingService, settings: ServeSettings) -> FastAPI:
         problems = [(field, " or ".join(r)) for field, r in reasons.items()]
         return _refused(problems)
 
-    async def ranked(endpoint: str, body: RecommendIn, candidates: list | None):
+    async def ranked(endpoint: str, body: Ask, candidates: list | None):
         ids = user_and_query(body.user, body.query)
         if isinstance(ids, Refusal):
             metrics.requests.labels(endpoint, "bad_request").inc()
@@ -147,7 +151,7 @@ def create_app(service: RankingService, settings: ServeSettings) -> FastAPI:
         user, words = ids
         try:
             if candidates is None:
-                items, ranking = await service.recommend(user, words, body.k)
+                items, ranking = await service.recommend(user, words, body.k, body.include_seen)
                 names = [service.pool.name(int(i)) for i in items]
             else:
                 ranking = await service.rank(user, words, item_ids(candidates), body.k)
@@ -178,8 +182,9 @@ def create_app(service: RankingService, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/recommend", response_model=RecommendOut)
     async def recommend(body: RecommendIn):
-        """The top k of the service's candidate pool (recently popular items) for the user. The pool
-        is the retrieval stage a larger system would replace with its own."""
+        """The top k of the service's candidate pool (recently popular items) for the user, without
+        the items the user already clicked unless `include_seen`. The pool is the retrieval stage
+        a larger system would replace with its own."""
         return await ranked("recommend", body, None)
 
     @app.get("/v1/users/{user}/history")

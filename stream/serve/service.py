@@ -109,9 +109,15 @@ class RankingService:
         scores, served = await self.batcher.submit(request)
         return Ranking(top_k(scores, k), scores, served.model_name, served.step, request.history)
 
-    async def recommend(self, user: int, query: tuple[int, ...], k: int) -> tuple[np.ndarray, Ranking | None]:
-        """The pool's items and their ranking for the user (None: the pool is still empty)."""
+    async def recommend(self, user: int, query: tuple[int, ...], k: int,
+                        include_seen: bool = False) -> tuple[np.ndarray, Ranking | None]:
+        """The pool's items and their ranking for the user (None: nothing to rank), without the
+        items the user's history holds as clicked unless `include_seen`."""
         items = np.array(self.pool.top(), np.int64)
+        if not include_seen and len(items):
+            history = self.view.get(user)
+            seen = [b.item for b in history.rec] + [c for b in history.search for c in b.clicks]
+            items = items[~np.isin(items, np.array(seen, np.int64))]
         if not len(items):
             if self.holder.current is None:
                 raise NotReady("no model yet: no checkpoint in the checkpoint directory loads")

@@ -146,3 +146,22 @@ def test_without_a_model_rankings_are_503_and_not_ready(tmp_path):
 def test_openapi_describes_the_endpoints(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/rank", "/v1/recommend", "/v1/users/{user}/history", "/health", "/ready"} <= set(spec["paths"])
+
+
+def test_recommend_leaves_out_what_the_user_clicked_unless_asked(_trained_dir):
+    c, service = make_client(_trained_dir)
+    history = hist.History(rec=(hist.RecBehaviour(1000, item_id("i25")),),
+                           search=(hist.SearchBehaviour(1500, (7,), (item_id("i27"), item_id("i3"))),))
+    service.view.store.apply({user_id("u2"): hist.encode(history)})
+    with c:
+        def recommended(**extra) -> set[str]:
+            out = c.post("/v1/recommend", json={"user": "u2", "k": 50, **extra})
+            assert out.status_code == 200, out.text
+            return {i["item"] for i in out.json()["items"]}
+
+        fresh, every = recommended(), recommended(include_seen=True)
+        assert {"i25", "i27"} <= every and fresh == every - {"i25", "i27"}  # i3 is not in the pool
+        assert recommended() | {"i25", "i27"} == {i["item"] for i in c.post(
+            "/v1/recommend", json={"user": "nobody", "k": 50}).json()["items"]}  # nothing seen: all
+        refused = c.post("/v1/recommend", json={"user": "u2", "include_seen": "yes"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "include_seen"
