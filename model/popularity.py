@@ -10,17 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import UNKNOWN, StepTensors
+from model.config import ZooConfig
 from model.layers import click_labels
 
 
 @dataclass
-class PopularityConfig:
-    n_users: int = 1 << 15  # id tables the learner keeps (only items are embedded here)
-    n_items: int = 1 << 18
-    n_words: int = 1 << 17
-    max_rec: int = 30
-    max_search: int = 30
-    max_clicks: int = 5
+class PopularityConfig(ZooConfig):
     rel_negatives: int = 0
 
 

@@ -39,23 +39,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
+from model.config import ZooConfig
 from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
 
 
 @dataclass
-class SASRecConfig:
-    # rows of each id table the learner keeps (only items are embedded here)
-    n_users: int = 1 << 15
-    n_items: int = 1 << 18
-    n_words: int = 1 << 17
+class SASRecConfig(ZooConfig):
     d: int = 64
     n_layers: int = 2
     n_heads: int = 1  # the paper's single head
     dropout: float = 0.2
     init_std: float = 0.1  # of item embeddings; logits are inner products of them
-    max_rec: int = 30
-    max_search: int = 30
-    max_clicks: int = 5
     gamma: float = 1.0  # weight of the search task's loss
     use_pos: bool = True
     shared_items: bool = True

@@ -74,17 +74,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
+from model.config import ZooConfig
 from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
 
 TASKS = ("rec", "search")
 
 
 @dataclass
-class UnifiedSSRConfig:
-    # rows of each embedding table (row 0 is padding); the learner maps ids onto them
-    n_users: int = 1 << 15
-    n_items: int = 1 << 18
-    n_words: int = 1 << 17
+class UnifiedSSRConfig(ZooConfig):
     d: int = 64
     n_layers: int = 2  # L
     n_heads: int = 2
@@ -95,9 +92,6 @@ class UnifiedSSRConfig:
     ism_temperature: float = 1.0  # width of a session's soft edges, in positions
     alpha: float = 0.1  # weight of L_ssl
     gamma: float = 1.0  # weight of the search task's loss
-    max_rec: int = 30
-    max_search: int = 30
-    max_clicks: int = 5
     finetune_every: int = 0
     use_cross: bool = True
     siamese: bool = True

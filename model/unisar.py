@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import UNKNOWN, StepTensors, TaskTensors
+from model.config import ZooConfig
 from model.contrastive import QueryItemRelevance, TransitionAlignment
 from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, mlp
 
@@ -35,11 +36,7 @@ TASKS = ("rec", "search")
 
 
 @dataclass
-class UniSARConfig:
-    # rows of each embedding table (row 0 is padding); the learner maps ids onto them
-    n_users: int = 1 << 15
-    n_items: int = 1 << 18
-    n_words: int = 1 << 17
+class UniSARConfig(ZooConfig):
     id_dim: int = 32  # width of a raw id embedding (the reference's 32), projected to d
     init_std: float = 0.1  # of id embeddings; see Embeddings and the README's "Training defaults"
     # item side features from the catalogue (model.catalogue): category tokens by level and
@@ -52,9 +49,6 @@ class UniSARConfig:
     n_heads: int = 2
     d_ff: int = 64
     dropout: float = 0.1
-    max_rec: int = 30
-    max_search: int = 30
-    max_clicks: int = 5
     n_shared_experts: int = 4
     n_task_experts: int = 4
     d_expert: int = 64

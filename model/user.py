@@ -65,17 +65,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
+from model.config import ZooConfig
 from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
 
 
 @dataclass
-class USERConfig:
-    # rows of each embedding table (row 0 is padding); the learner maps ids onto them
-    n_users: int = 1 << 15
-    n_items: int = 1 << 18
-    n_words: int = 1 << 17
+class USERConfig(ZooConfig):
     d: int = 64
     n_layers: int = 1  # per encoder (not given)
     n_heads: int = 2
@@ -83,9 +80,6 @@ class USERConfig:
     dropout: float = 0.1
     init_std: float = 0.1  # of id embeddings
     gamma: float = 1.0  # weight of the search task's loss
-    max_rec: int = 30
-    max_search: int = 30
-    max_clicks: int = 5
     caption_words: int = 16  # caption words the catalogue keeps per item
     use_item_features: bool = True
     use_session_encoder: bool = True
