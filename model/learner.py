@@ -91,8 +91,7 @@ class Learner:
             raise ValueError(f"expected unknown_rate in [0, 1), got {unknown_rate}")
         # the share of training candidates shown as unknown items (model.batch.encode)
         self.n_negatives, self.unknown_rate, self.device = n_negatives, unknown_rate, torch.device(device)
-        # rec exposures without a click as labelled negatives of the rec loss (model.batch.collate)
-        self.exposures = exposures
+        self.asked_exposures = exposures
         self.config = make_config(model, **config)
         cfg = self.config
         self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
@@ -118,6 +117,12 @@ class Learner:
                 {"params": [p for n, p in dense if "bias" in n], "weight_decay": 0.0},
             ]
             self.optimizers["dense"] = torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+    @property
+    def exposures(self) -> bool:
+        """Whether rec exposures without a click train the model as labelled negatives of its rec
+        loss (model.batch.collate): asked for, and the model learns from them (USER does not)."""
+        return self.asked_exposures and getattr(self.model, "learns_exposures", True)
 
     # ------------------------------------------------------------- learn and score
 
@@ -346,7 +351,7 @@ class Learner:
             "model_name": self.model_name,
             "config": dataclasses.asdict(self.config),
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
-                        "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate, "exposures": self.exposures,
+                        "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate, "exposures": self.asked_exposures,
                         "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity},
             "step": self.step,
             "model": self.model.state_dict(),

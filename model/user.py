@@ -43,7 +43,8 @@ Departures from the paper (streaming adaptations and ambiguities settled):
   - Negatives: the learner's, uniform over the items the tables hold (the paper: the
     impression's unclicked documents; rec impressions were synthesised offline from
     global popularity, which a stream cannot know ahead). The loss is a softmax over a
-    clicked item and its negatives, so rec exposures (Learner(exposures=True)) do not train it.
+    clicked item and its negatives, so rec exposures (Learner(exposures=True)) do not train it
+    (`learns_exposures`).
   - The two-stage schedule (joint pre-training, then a fine-tuned copy per task): the joint
     model learns both tasks on every step and serves both ("w/o fine-tuning"); the paper's
     "w/o Unified Pre-train" is training on one task's samples, which the learner's
@@ -105,6 +106,8 @@ class CandidateEnhancer(nn.Module):
 class USER(nn.Module):
     """forward(step) -> (scores, losses): scores[task] (B, C) logits, column 0 the true item;
     in training "rec/nll", "search/nll", each task's "total" and "total" = L_rec + gamma L_search."""
+
+    learns_exposures = False  # its softmax needs a clicked item in column 0 (model.learner)
 
     def __init__(self, cfg: USERConfig) -> None:
         super().__init__()
@@ -195,11 +198,7 @@ class USER(nn.Module):
             if not self.training:
                 continue
             # Eq. 13: the true item (column 0) against its negatives
-            # a softmax needs a click: rec exposures (label 0, model.batch) do not train USER
-            clicked = scores[task] if t.label is None else scores[task][t.label > 0]
-            if not len(clicked):
-                continue
-            nll = F.cross_entropy(clicked, torch.zeros(len(clicked), dtype=torch.long, device=V.device))
+            nll = F.cross_entropy(scores[task], torch.zeros(len(scores[task]), dtype=torch.long, device=V.device))
             losses[f"{task}/nll"] = losses[f"{task}/total"] = nll
             weighted = nll * (self.cfg.gamma if task == "search" else 1.0)
             total = weighted if total is None else total + weighted

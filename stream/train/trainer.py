@@ -80,7 +80,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
                                  f"{settings.model!r}; give another --checkpoint-dir or the checkpoint's --model")
             self.learner = Learner.from_state_dict(state, device=settings.device)
-            self.learner.exposures = settings.exposures  # a training policy of this run, not of the model
+            self.learner.asked_exposures = settings.exposures  # a training policy of this run, not of the model
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
             if "admission" in state:
                 self.admission.load_state_dict(state["admission"])

@@ -167,9 +167,11 @@ def test_rec_exposures_as_labelled_negatives_train_every_model(name, batch_sampl
     learner = Learner(name, exposures=True, **tiny(name))
     terms = [learner.learn_many(batch_samples) for _ in range(2)]
     assert terms[-1] and all(np.isfinite(v) for v in terms[-1].values())
-    assert Learner.from_state_dict(learner.state_dict()).exposures  # the checkpoint keeps the choice
+    assert Learner.from_state_dict(learner.state_dict()).asked_exposures  # the checkpoint keeps the choice
     exposures_only = [s for s in batch_samples if s.task == "rec" and s.label == 0]
-    assert all(np.isfinite(v) for v in learner.learn_many(exposures_only).values())  # USER learns nothing: {}
+    terms = learner.learn_many(exposures_only)
+    assert all(np.isfinite(v) for v in terms.values())
+    assert learner.exposures == (name != "user") and (terms == {}) == (name == "user")  # USER's softmax needs a click
 
 
 def test_an_exposure_lowers_the_score_of_the_item_shown(batch_samples):
