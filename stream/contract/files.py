@@ -266,6 +266,13 @@ def catalogue_path(events_path: str | Path) -> Path:
     return base.with_name(f"{base.name}.items.jsonl")
 
 
+def world_path(events_path: str | Path) -> Path:
+    """Where the world of a simulated event file (its simulator config) lives: beside it,
+    `X.world.json`."""
+    base = stem(events_path)
+    return base.with_name(f"{base.name}.world.json")
+
+
 def read_items(path: str | Path, format: str | None = None) -> Iterator[tuple[int, ItemRecord | Rejection]]:
     """(line, catalogue record or why it is not one) for each record of a catalogue file
     (stream.contract.items; JSONL, .jsonl.gz or parquet, read as event files are). A bad

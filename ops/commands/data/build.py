@@ -153,13 +153,16 @@ def _run_movielens(args: argparse.Namespace) -> int:
 
 
 def _simulate(sub: argparse._SubParsersAction) -> None:
+    from stream.data.simulator import DRIFT_PROFILE, SimConfig
+
     p = sub.add_parser(
         "simulate",
         help="a seeded synthetic search-and-browse stream calibrated to KuaiSAR",
         description="Generate a synthetic event stream: users with persistent, drifting interests over item "
         "categories; transition statistics calibrated to the UniSAR paper's KuaiSAR figures. Same seed, same "
-        "events. Writes the item catalogue (X.items.jsonl: each item's category) beside the events and prints "
-        "the realised statistics.",
+        "events. Writes the item catalogue (X.items.jsonl: each item's category, every item) and the world "
+        "(X.world.json: every simulator setting) beside the events and prints the realised statistics. "
+        "The world is static unless --drift or a drift flag says otherwise.",
         epilog=EPILOG,
     )
     p.add_argument("--events", type=positive, required=True, metavar="N", help="number of events")
@@ -171,20 +174,80 @@ def _simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-all", action="store_true",
                    help="validate every event (default: the first 1,000, then every 100th)")
     p.add_argument("--no-stats", action="store_true", help="skip the realised statistics (faster)")
+    g = p.add_argument_group(
+        "drift", "A drifting world (stream.data.simulator): items released and users joining over time, "
+        "popularity that decays with an item's age, interests that shift. Rates are per day of the event clock "
+        "(1,000 users make about 53,000 events a day). Each flag overrides the static default, or the --drift "
+        "profile's value.")
+    g.add_argument("--drift", dest="drift_profile", action="store_true",
+                   help="turn on the drift profile: " + ", ".join(f"{k} {v}" for k, v in DRIFT_PROFILE.items()))
+    g.add_argument("--drift-rate", type=_positive_float, default=1.0, metavar="X",
+                   help="multiply every drift speed: release and arrival rates, popularity decay, interest drift "
+                        "(1.0)")
+    static = SimConfig()
+    for flag, field, kind, metavar, what in _DRIFT_FLAGS:
+        g.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar,
+                       help=f"{what} (default {getattr(static, field)}; {DRIFT_PROFILE[field]} with --drift)")
     p.set_defaults(func=guarded(_run_simulate))
 
 
-def _run_simulate(args: argparse.Namespace) -> int:
-    from stream.data import catalogue_path, simulator, stats
-    from stream.data.jsonl import write_events, write_items
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
 
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+# flag, SimConfig field, type, metavar, help
+_DRIFT_FLAGS = (
+    ("--items-at-start", "items_at_start", share, "SHARE", "share of the catalogue released at the start"),
+    ("--item-release-rate", "item_release_rate", _rate, "SHARE",
+     "share of the catalogue released per day after the start"),
+    ("--half-life-days", "popularity_half_life_days", _rate, "DAYS",
+     "days in which an item's popularity halves after its release; 0: no decay"),
+    ("--interest-drift", "drift", share, "P", "probability that a behaviour replaces one favourite category"),
+    ("--users-at-start", "users_at_start", share, "SHARE", "share of the users there at the start"),
+    ("--user-arrival-rate", "user_arrival_rate", _rate, "SHARE",
+     "share of the users joining per day after the start"),
+)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from stream.contract.files import world_path
+    from stream.data import catalogue_path, simulator, stats
+    from stream.data.jsonl import atomic_path, write_events, write_items
+
+    fields = {"users": args.users, "items": args.items, "categories": args.categories, "seed": args.seed,
+              "drift_rate": args.drift_rate}
+    fields.update({field: getattr(args, field) for _flag, field, *_ in _DRIFT_FLAGS
+                   if getattr(args, field) is not None})
     try:
-        config = simulator.SimConfig(users=args.users, items=args.items, categories=args.categories, seed=args.seed)
+        config = (simulator.SimConfig.drifting if args.drift_profile else simulator.SimConfig)(**fields)
     except ValueError as exc:
         fail(str(exc))
+    say("world:     " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(config).items()
+                                  if k in fields or k in simulator.DRIFT_PROFILE))
+    if config.drift_rate != 1:
+        speeds = config.effective_drift()
+        say(f"drift rate {config.drift_rate:g}: " + ", ".join(f"{k} {v:g}" for k, v in speeds.items()))
     world = simulator.World.build(config)
     target = catalogue_path(args.out)
     n_items = write_items(target, world.catalogue())
+    described = world_path(args.out)
+    with atomic_path(described) as tmp:
+        tmp.write_text(json.dumps({"simulator": "stream.data.simulator", "events": args.events,
+                                   "config": dataclasses.asdict(config),
+                                   "effective_drift": config.effective_drift()}, indent=2) + "\n")
     accumulator = None
     if not args.no_stats:
         accumulator = stats.StreamStats(dict(world.categories()))
@@ -200,6 +263,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     written(f"events ({count / seconds:,.0f} events/s written)", count, args.out)
     written("item records", n_items, target)
+    say(f"wrote the world (every simulator setting) to {described}")
     if accumulator is not None:
         targets = {k: (f"{v:.2f}" if k == "rec_clicks_per_search" else f"{100 * v:.0f}%")
                    for k, v in config.targets().items()}
