@@ -20,19 +20,26 @@ as torch's FlopCounterMode counts it (matrix products, forward and backward) div
 best matrix-product rate this device reaches on d=64-shaped products. No implementation
 of this maths trains faster than that on this device.
 
-    python benchmarks/train_speed.py [--model unisar --steps 8 --device cpu|cuda --zipf 0]
+Each precision the device runs natively is measured side by side in one run (fp32, and
+bf16 autocast where the CPU has bf16 instructions or on a GPU), each with its own ceiling
+and a torch.profiler table of one step's top operators. The hardware line (CPU model, bf16
+instructions, device) is printed and carried by every JSON object.
+
+    python benchmarks/train_speed.py [--model unisar --steps 8 --device cpu|cuda --precision both --zipf 0]
 Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 
 import numpy as np
 import torch
 
 from model.learner import Learner
+from model.precision import cpu_has_bf16, use_bf16
 from ops.runtime import keep_freed_memory
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
 from stream.contract.samples import Sample
@@ -97,12 +104,12 @@ def step_flops(learner: Learner, samples: list[Sample]) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(device: str, sync, seconds: float = 1.0) -> float:
+def matmul_peak(device: str, sync, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
     """The best FLOP/s of a few products shaped like the model's (inner or outer size 64),
     each repeated for about `seconds`: an upper bound on the rate the step's products reach."""
     best = 0.0
     for m, k, n in ((1024, 64, 1024), (4096, 64, 4096), (65536, 64, 64), (65536, 64, 320)):
-        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         a @ b
         sync()
         reps, start = 0, time.perf_counter()
@@ -114,15 +121,73 @@ def matmul_peak(device: str, sync, seconds: float = 1.0) -> float:
     return best
 
 
+def hardware(device: str) -> dict:
+    """What the figures depend on: the CPU model, its bf16 instructions, the device."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor() or "unknown")
+    out = {"cpu": cpu, "cpu_bf16": cpu_has_bf16(), "device": device}
+    if device == "cuda":
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def profile_step(learner: Learner, samples: list[Sample], top: int = 12) -> str:
+    """torch.profiler's table of one training step, the `top` operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if learner.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        learner.learn_many(samples)
+    key = "self_cuda_time_total" if learner.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=top)
+
+
+def measure(args, precision: str, steps: list, eval_sets: list, sync) -> dict:
+    """Training and evaluation rates of a fresh learner at `precision`, and its ceiling."""
+    learner = Learner(args.model, seed=args.seed, device=args.device, precision=precision, **KUAISAR)
+    for s in steps[:2]:  # warm-up
+        learner.learn_many(s)
+    sync()
+    start = time.perf_counter()
+    for i in range(args.steps):
+        learner.learn_many(steps[i % len(steps)])
+    sync()
+    step_s = (time.perf_counter() - start) / args.steps
+    train_rate = REC_BATCH / step_s
+    print(f"[{precision}] train: {step_s * 1e3:.0f} ms per step -> {train_rate:,.0f} rec samples/s "
+          f"({(REC_BATCH + SEARCH_BATCH) / step_s:,.0f} rec+search samples/s)", flush=True)
+    flops = step_flops(learner, steps[0])
+    peak = matmul_peak(args.device, sync, torch.bfloat16 if precision == "bf16" else torch.float32)
+    ceiling = REC_BATCH / (flops / peak) if flops else float("inf")  # popularity: no products at all
+    print(f"[{precision}] arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); best {precision} "
+          f"matrix-product rate here {peak / 1e9:.0f} GFLOP/s -> at most {ceiling:,.0f} rec samples/s with nothing "
+          f"but the products ({train_rate / ceiling:.0%} of that reached)", flush=True)
+    learner.score(eval_sets[0])
+    sync()
+    start = time.perf_counter()
+    for s in eval_sets:
+        learner.score(s)
+    sync()
+    eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
+    print(f"[{precision}] eval: {eval_rate:,.0f} samples/s (100 candidates each)", flush=True)
+    if args.profile:
+        print(f"[{precision}] profile of one training step:\n{profile_step(learner, steps[0])}", flush=True)
+    return {"train": train_rate, "eval": eval_rate, "ceiling": ceiling, "flops": flops, "peak": peak}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="unisar", help="model of the zoo (model.registry; default: unisar)")
-    p.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
-    p.add_argument("--eval-batches", type=int, default=4)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps; default 8)")
+    p.add_argument("--eval-batches", type=int, default=4, help="timed evaluation batches of 512 (default 4)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--precision", default="both", choices=["both", "auto", "bf16", "fp32"],
+                   help="both: fp32, then bf16 where the device has it (default); else one run at that precision")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                   help="print torch.profiler's top operators of one step per precision (default on)")
     p.add_argument("--zipf", type=float, default=0.0, help="0: uniform ids (default); s > 0: Zipf-like popularity")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="default 0")
     args = p.parse_args()
     from model.registry import MODELS
 
@@ -134,6 +199,10 @@ def main() -> None:
     keep_freed_memory()  # what `unisar fit` does too: no page faults on re-allocated activations
     rng = np.random.default_rng(args.seed)
     items, words = Draw(rng, KUAISAR["n_items"], args.zipf), Draw(rng, KUAISAR["n_words"], args.zipf)
+    hw = hardware(args.device)
+    native = use_bf16("auto", torch.device(args.device))
+    print(f"hardware: {hw['cpu']}; bf16 instructions: {'yes' if hw['cpu_bf16'] else 'no'}; device {args.device}"
+          + (f" ({hw['gpu']})" if "gpu" in hw else "") + f"; bf16 native here: {'yes' if native else 'no'}")
 
     n_data = 4  # distinct step batches, cycled
     print(f"building {n_data} steps of {REC_BATCH} rec + {SEARCH_BATCH} search samples ...", flush=True)
@@ -142,49 +211,42 @@ def main() -> None:
     rec_fill, search_fill, clicks = fill(steps[0])
     print(f"history fill: rec {rec_fill:.0%}, search {search_fill:.0%} of 30 slots; "
           f"{clicks:.2f} clicks per search behaviour; ids {'uniform' if not args.zipf else f'zipf s={args.zipf}'}")
-
-    learner = Learner(args.model, seed=args.seed, device=args.device, **KUAISAR)
     print(f"model: {args.model}")
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    for s in steps[:2]:  # warm-up
-        learner.learn_many(s)
-    sync()
-    start = time.perf_counter()
-    for i in range(args.steps):
-        learner.learn_many(steps[i % n_data])
-    sync()
-    step_s = (time.perf_counter() - start) / args.steps
-    train_rate = REC_BATCH / step_s
-    print(f"train: {step_s * 1e3:.0f} ms per step -> {train_rate:,.0f} rec samples/s "
-          f"({(REC_BATCH + SEARCH_BATCH) / step_s:,.0f} rec+search samples/s)")
-
-    flops = step_flops(learner, steps[0])
-    peak = matmul_peak(args.device, sync)
-    ceiling = REC_BATCH / (flops / peak)
-    print(f"arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); best matrix-product rate here "
-          f"{peak / 1e9:.0f} GFLOP/s -> at most {ceiling:,.0f} rec samples/s with nothing but the products "
-          f"({train_rate / ceiling:.0%} of that reached)")
-
     eval_sets = [make_samples(rng, EVAL_BATCH, "rec", items, words) for _ in range(args.eval_batches)]
-    learner.score(eval_sets[0])
-    sync()
-    start = time.perf_counter()
-    for s in eval_sets:
-        learner.score(s)
-    sync()
-    eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
-    print(f"eval: {eval_rate:,.0f} samples/s (100 candidates each)")
-    print(f"anchors: {ANCHORS}")
-    print("targets (UniSAR's): >= 1,200 train samples/s on this CPU; >= 30,000 on an H100 (--device cuda)")
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    if args.precision == "both":
+        precisions = ["fp32", "bf16"] if native else ["fp32"]
+    else:
+        precisions = ["bf16" if use_bf16(args.precision, torch.device(args.device)) else "fp32"]
+    results = {precision: measure(args, precision, steps, eval_sets, sync) for precision in precisions}
 
+    best = max(results, key=lambda k: results[k]["train"])
     where = "cpu" if args.device == "cpu" else "cuda"
-    print(json.dumps([
-        {"metric": f"train_samples_per_s_{where}", "value": round(train_rate, 1), "unit": "samples/s",
-         "target": 1200 if where == "cpu" else 30000, "model": args.model},
-        {"metric": f"train_ceiling_samples_per_s_{where}", "value": round(ceiling, 1), "unit": "samples/s",
-         "target": None, "gflop_per_step": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 1)},
-        {"metric": f"eval_samples_per_s_{where}", "value": round(eval_rate, 1), "unit": "samples/s", "target": None},
-    ]))
+    # issue 14's targets: with bf16 instructions (or a GPU) absolute rates; without, half the fp32 ceiling
+    if where == "cuda":
+        train_target, eval_target = 100_000, None
+    elif native:
+        train_target, eval_target = 1500, 5000
+    else:
+        train_target, eval_target = round(0.5 * results["fp32"]["ceiling"]), None
+    print(f"best: {best}, {results[best]['train']:,.0f} rec samples/s training (target {train_target:,}), "
+          f"{results[best]['eval']:,.0f} samples/s evaluation (target {eval_target or '-'}); ceiling at {best}: "
+          f"{results[best]['ceiling']:,.0f}")
+    print(f"anchors: {ANCHORS}")
+    rows = []
+    for precision, r in results.items():
+        common = {"model": args.model, "precision": precision, **hw}
+        rows += [
+            {"metric": f"train_samples_per_s_{where}", "value": round(r["train"], 1), "unit": "samples/s",
+             "target": train_target if precision == best else None, **common},
+            {"metric": f"train_ceiling_samples_per_s_{where}",
+             "value": round(r["ceiling"], 1) if r["ceiling"] != float("inf") else None, "unit": "samples/s",
+             "target": None, "gflop_per_step": round(r["flops"] / 1e9, 2), "matmul_gflops": round(r["peak"] / 1e9, 1),
+             **common},
+            {"metric": f"eval_samples_per_s_{where}", "value": round(r["eval"], 1), "unit": "samples/s",
+             "target": eval_target if precision == best else None, **common},
+        ]
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -84,8 +84,10 @@ def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: to
     leaving out the negatives n of an anchor with neg_key[n] equal to one of its pairs' pos_key.
 
     a (U, d) distinct anchors, b (N, d) shared negatives, tau the temperature, pos (P,) the
-    pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a."""
-    return _SharedNegativeInfoNCE.apply(a, b, tau, pos, anchor, pos_key, neg_key)
+    pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a. A loss:
+    computed in fp32 whatever the forward pass's autocast (model.precision)."""
+    with torch.autocast(a.device.type, enabled=False):
+        return _SharedNegativeInfoNCE.apply(a.float(), b.float(), tau.float(), pos.float(), anchor, pos_key, neg_key)
 
 
 class TransitionAlignment(nn.Module):
@@ -108,7 +110,7 @@ class TransitionAlignment(nn.Module):
         sim = torch.tanh(z @ self.W @ z.T) / self.temperature  # (2n, 2n)
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
         positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-        return F.cross_entropy(sim, positive)
+        return F.cross_entropy(sim.float(), positive)
 
 
 class QueryItemRelevance(nn.Module):

@@ -33,6 +33,7 @@ from model.batch import Batch, collate, encode
 from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_lookup, unpack_step
 from model.catalogue import Catalogue
 from model.idtable import KINDS, IdTable
+from model.precision import autocast, use_bf16
 from model.registry import build, make_config
 from stream.contract.history import Limits
 from stream.contract.samples import Sample
@@ -80,6 +81,7 @@ class Learner:
         query_pool: int = 50_000,
         catalogue_size: int | None = None,
         exposures: bool = False,
+        precision: str = "fp32",
         device: str = "cpu",
         **config,
     ) -> None:
@@ -92,6 +94,7 @@ class Learner:
         # the share of training candidates shown as unknown items (model.batch.encode)
         self.n_negatives, self.unknown_rate, self.device = n_negatives, unknown_rate, torch.device(device)
         self.asked_exposures = exposures
+        self.set_precision(precision)
         self.config = make_config(model, **config)
         cfg = self.config
         self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
@@ -117,6 +120,11 @@ class Learner:
                 {"params": [p for n, p in dense if "bias" in n], "weight_decay": 0.0},
             ]
             self.optimizers["dense"] = torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+    def set_precision(self, precision: str) -> None:
+        """auto, bf16 or fp32: bf16 autocast of the forward pass where chosen (model.precision);
+        weights, optimiser state and losses stay fp32. A choice of the run, not of the model."""
+        self.precision, self.bf16 = precision, use_bf16(precision, self.device)
 
     @property
     def exposures(self) -> bool:
@@ -151,7 +159,8 @@ class Learner:
         self.model.train()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed * 1_000_003 + self.step)
-            _, losses = self.model(step.to(self.device))
+            with autocast(self.bf16, self.device):
+                _, losses = self.model(step.to(self.device))
         if "total" not in losses:  # no row the model learns from (USER and a batch of rec exposures)
             return {}
         if not torch.isfinite(losses["total"]):
@@ -190,7 +199,8 @@ class Learner:
             self.model.train()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed((self.seed * 1_000_003 + self.step) * sync.world_size + sync.rank)
-                _, losses = self.model(step.to(self.device))
+                with autocast(self.bf16, self.device):
+                    _, losses = self.model(step.to(self.device))
             terms = {k: float(v.detach()) for k, v in losses.items()}
             if "total" in losses and torch.isfinite(losses["total"]):  # a non-finite rank contributes nothing
                 losses["total"].backward()
@@ -305,7 +315,8 @@ class Learner:
         step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude,
                          negatives=negatives, catalogue=self.feature_catalogue())
         self.model.eval()
-        scores, _ = self.model(step.to(self.device))
+        with autocast(self.bf16, self.device):
+            scores, _ = self.model(step.to(self.device))
         out = {}
         for task, s in scores.items():
             blocked = step.tasks[task].blocked
@@ -352,6 +363,7 @@ class Learner:
             "config": dataclasses.asdict(self.config),
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
                         "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate, "exposures": self.asked_exposures,
+                        "precision": self.precision,
                         "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity},
             "step": self.step,
             "model": self.model.state_dict(),

@@ -272,7 +272,7 @@ class UnifiedSSRNet(nn.Module):
         terms = {"bce": sampled_bce(logits, t.label)}
         if ssl is not None:
             one = t.first if t.first is not None else torch.ones(len(ssl), dtype=torch.bool, device=ssl.device)
-            terms["ssl"] = ssl[one].mean()  # a search's per-click rows are one sample
+            terms["ssl"] = ssl[one].float().mean()  # a search's per-click rows are one sample
         return logits, terms
 
     def search(self, t: TaskTensors, V: torch.Tensor, V_query: torch.Tensor, u: torch.Tensor):

@@ -279,7 +279,8 @@ class UniSARNet(nn.Module):
         if not self.training:
             return logits, {}
 
-        losses = {"bce": F.binary_cross_entropy_with_logits(logits, click_labels(logits, t.label))}
+        bce_logits = logits.float()  # losses in fp32 whatever the forward pass's precision (model.precision)
+        losses = {"bce": F.binary_cross_entropy_with_logits(bce_logits, click_labels(bce_logits, t.label))}
         if cfg.use_align:
             # one row per sample: a search's per-click copies would be in-batch negatives
             # identical to their positive; a rec exposure (label 0) aligns nothing

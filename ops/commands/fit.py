@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                    help="learning rate of the id embedding tables (lazy Adam; default: --lr)")
     p.add_argument("--negatives", type=int, default=16, metavar="N",
                    help="sampled negative items per training sample (default: 16)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="fp32",
+                   help="forward pass precision (auto: bf16 autocast where the CPU has bf16 instructions or on a "
+                   "CUDA device with bf16; weights and losses stay fp32; default: fp32)")
     p.add_argument("--exposures", action=argparse.BooleanOptionalAction, default=False,
                    help="train on rec exposures without a click as labelled negatives (default: off; "
                    "README, 'Rec exposures')")
@@ -171,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         overrides[f"n_{kind}"] = getattr(args, f"{kind}_rows") or sizes[kind]
     try:
         learner = Learner(args.model, seed=args.seed, lr=args.lr, table_lr=args.table_lr,
-                          n_negatives=args.negatives, exposures=args.exposures, device=args.device,
+                          n_negatives=args.negatives, exposures=args.exposures, precision=args.precision,
+                          device=args.device,
                           catalogue_size=max(overrides["n_items"], len(items) + 1), **overrides)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

@@ -10,15 +10,14 @@ scores through its learned unknown-item vector; a non-finite score ranks last.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.learner import Learner
+from model.precision import autocast
 from stream.contract.history import History
 from stream.contract.samples import Sample
 
@@ -76,30 +75,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 # ------------------------------------------------------------- precision
 
 
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is
-    emulated and slower than fp32."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """`precision` auto: bf16 on CUDA and on CPUs with bf16 instructions, fp32 otherwise."""
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-
-
 def inference_threads(setting: int = 0) -> int:
     """Torch threads for the forward pass: `setting`, or (0) one less than the CPUs. The event
     loop parses and answers requests while a batch runs; a forward pass on every core would
     leave it none, and oversubscribed OpenMP threads spin waiting for each other."""
     return setting or max(1, (os.cpu_count() or 1) - 1)
-
-
-def autocast(bf16: bool, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

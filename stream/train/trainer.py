@@ -61,7 +61,8 @@ def _collates(sample) -> bool:
 
 def new_learner(settings: Settings) -> Learner:
     config = dict(n_users=settings.n_users, n_items=settings.n_items, n_words=settings.n_words)  # every model has them
-    return Learner(settings.model, seed=settings.seed, device=settings.device, exposures=settings.exposures, **config)
+    return Learner(settings.model, seed=settings.seed, device=settings.device, exposures=settings.exposures,
+                   precision=settings.train_precision, **config)
 
 
 class ContinualTrainer(ConsumerRebalanceListener):
@@ -80,7 +81,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
                                  f"{settings.model!r}; give another --checkpoint-dir or the checkpoint's --model")
             self.learner = Learner.from_state_dict(state, device=settings.device)
-            self.learner.asked_exposures = settings.exposures  # a training policy of this run, not of the model
+            self.learner.asked_exposures = settings.exposures  # training policies of this run, not of the model
+            self.learner.set_precision(settings.train_precision)
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
             if "admission" in state:
                 self.admission.load_state_dict(state["admission"])

@@ -184,3 +184,18 @@ def test_an_exposure_lowers_the_score_of_the_item_shown(batch_samples):
             learner.learn_many(batch_samples)
         after[label] = float(learner.score([clicked], seed=3, n_negatives=5)["rec"][0, 0])
     assert after["with"] < after["without"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_trains_with_fp32_weights_and_losses(name, batch_samples):
+    learner = Learner(name, precision="bf16", **tiny(name))
+    assert learner.bf16
+    for _ in range(2):
+        terms = learner.learn_many(batch_samples)
+        assert terms and all(np.isfinite(v) for v in terms.values())
+    assert all(p.dtype == torch.float32 for p in learner.model.parameters())
+    scores = learner.score(batch_samples, n_negatives=9)
+    assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in scores.values())
+    assert Learner.from_state_dict(learner.state_dict()).precision == "bf16"
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        Learner(name, precision="fp16", **tiny(name))

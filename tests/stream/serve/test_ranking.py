@@ -5,9 +5,10 @@ import pytest
 import torch
 from serving import history_of
 
+from model.precision import cpu_has_bf16, use_bf16
 from stream.contract.history import History
 from stream.contract.ids import item_id, user_id, word_id
-from stream.serve.ranking import RankRequest, cpu_has_bf16, inference_threads, score_requests, top_k, use_bf16
+from stream.serve.ranking import RankRequest, inference_threads, score_requests, top_k
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,9 @@ def test_precision_follows_the_cpu_flags(tmp_path):
 
     assert use_bf16("fp32", torch.device("cpu")) is False
     assert use_bf16("bf16", torch.device("cpu")) is True
-    assert use_bf16("auto", torch.device("cuda")) is True
+    assert use_bf16("auto", torch.device("cuda")) is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        use_bf16("fp16", torch.device("cpu"))
 
 
 def test_inference_leaves_a_core_to_the_http_loop(monkeypatch):
