@@ -143,7 +143,8 @@ def serve_child(argv: list[str]) -> None:
     from stream.serve.app import create_app
     from stream.serve.models import ModelHolder
     from stream.serve.pool import PopularPool
-    from stream.serve.ranking import inference_threads, use_bf16
+    from model.precision import use_bf16
+    from stream.serve.ranking import inference_threads
     from stream.serve.service import RankingService
     from stream.serve.view import HistoryView
 
