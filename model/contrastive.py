@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.precision import full
+
 
 def _chunk(t: torch.Tensor) -> int:
     return 1024 if t.device.type == "cpu" else 16384  # CPU: rows of a chunk stay in L2/L3
@@ -87,7 +89,7 @@ def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: to
     pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a. A loss:
     computed in fp32 whatever the forward pass's autocast (model.precision)."""
     with torch.autocast(a.device.type, enabled=False):
-        return _SharedNegativeInfoNCE.apply(a.float(), b.float(), tau.float(), pos.float(), anchor, pos_key, neg_key)
+        return _SharedNegativeInfoNCE.apply(full(a), full(b), full(tau), full(pos), anchor, pos_key, neg_key)
 
 
 class TransitionAlignment(nn.Module):
@@ -110,7 +112,7 @@ class TransitionAlignment(nn.Module):
         sim = torch.tanh(z @ self.W @ z.T) / self.temperature  # (2n, 2n)
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
         positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-        return F.cross_entropy(sim.float(), positive)
+        return F.cross_entropy(full(sim), positive)
 
 
 class QueryItemRelevance(nn.Module):

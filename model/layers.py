@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.batch import UNKNOWN
+from model.precision import full
 
 
 class Shape(Protocol):
@@ -208,7 +209,7 @@ def sampled_bce(logits: torch.Tensor, label: torch.Tensor | None = None) -> torc
     weighted equally (the mean over the negatives, not over all columns): with plain BCE
     over C columns the true item's share of the gradient falls as 1/C, so the number of
     negatives would change what the model learns, not only how noisy its gradient is."""
-    logits = logits.float()  # a loss: fp32 whatever the forward pass's precision (model.precision)
+    logits = full(logits)  # a loss: fp32 whatever the forward pass's precision (model.precision)
     first = F.binary_cross_entropy_with_logits(logits[:, 0], click_labels(logits, label)[:, 0], reduction="none")
     negatives = F.softplus(logits[:, 1:]).mean(1) if logits.shape[1] > 1 else torch.zeros_like(first)
     return (first + negatives).mean() / 2

@@ -40,3 +40,9 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 def autocast(bf16: bool, device: torch.device):
     """The forward pass's context: bf16 autocast, or nothing (fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def full(x: torch.Tensor) -> torch.Tensor:
+    """`x` in at least fp32 (a bf16 or fp16 tensor cast up; fp32 and fp64 as they are): what
+    losses compute in."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()

@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
+from model.precision import full
 
 TASKS = ("rec", "search")
 
@@ -272,7 +273,7 @@ class UnifiedSSRNet(nn.Module):
         terms = {"bce": sampled_bce(logits, t.label)}
         if ssl is not None:
             one = t.first if t.first is not None else torch.ones(len(ssl), dtype=torch.bool, device=ssl.device)
-            terms["ssl"] = ssl[one].float().mean()  # a search's per-click rows are one sample
+            terms["ssl"] = full(ssl[one]).mean()  # a search's per-click rows are one sample
         return logits, terms
 
     def search(self, t: TaskTensors, V: torch.Tensor, V_query: torch.Tensor, u: torch.Tensor):

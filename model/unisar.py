@@ -31,6 +31,7 @@ from model.batch import UNKNOWN, StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.contrastive import QueryItemRelevance, TransitionAlignment
 from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, mlp
+from model.precision import full
 
 TASKS = ("rec", "search")
 
@@ -279,7 +280,7 @@ class UniSARNet(nn.Module):
         if not self.training:
             return logits, {}
 
-        bce_logits = logits.float()  # losses in fp32 whatever the forward pass's precision (model.precision)
+        bce_logits = full(logits)  # losses in fp32 whatever the forward pass's precision (model.precision)
         losses = {"bce": F.binary_cross_entropy_with_logits(bce_logits, click_labels(bce_logits, t.label))}
         if cfg.use_align:
             # one row per sample: a search's per-click copies would be in-batch negatives

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask
+from model.precision import full
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
 
@@ -198,7 +199,7 @@ class USER(nn.Module):
             if not self.training:
                 continue
             # Eq. 13: the true item (column 0) against its negatives
-            nll = F.cross_entropy(scores[task].float(), torch.zeros(len(scores[task]), dtype=torch.long, device=V.device))
+            nll = F.cross_entropy(full(scores[task]), torch.zeros(len(scores[task]), dtype=torch.long, device=V.device))
             losses[f"{task}/nll"] = losses[f"{task}/total"] = nll
             weighted = nll * (self.cfg.gamma if task == "search" else 1.0)
             total = weighted if total is None else total + weighted
