@@ -155,10 +155,10 @@ def paired_t(gaps: list[float]) -> str:
 
 def print_table(title: str, results: dict) -> None:
     print(f"\n{title}")
-    print(f"{'model':<22}{'task':<8}" + "".join(f"{c:>9}" for c in COLUMNS))
+    print(f"{'model':<26}{'task':<8}" + "".join(f"{c:>9}" for c in COLUMNS))
     for name, tasks in results.items():
         for task in TASKS:
-            print(f"{name:<22}{task:<8}" + "".join(f"{tasks[task][c]:>9.4f}" for c in COLUMNS))
+            print(f"{name:<26}{task:<8}" + "".join(f"{tasks[task][c]:>9.4f}" for c in COLUMNS))
 
 
 def main() -> None:

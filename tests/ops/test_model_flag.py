@@ -29,3 +29,10 @@ def test_the_training_benchmark_refuses_an_unknown_model():
     done = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--model", "gru4rec"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0 and "--model: expected one of" in done.stderr
+
+
+def test_the_quality_benchmark_names_its_models_and_refuses_others():
+    done = subprocess.run([sys.executable, "benchmarks/quality_simulator.py", "--models", "popularity,gru4rec"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--models: expected names among" in done.stderr and "gru4rec" in done.stderr
+    assert all(name in done.stderr for name in MODELS)
