@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from model.batch import collate, is_ranked
 from model.evaluation import evaluable, evaluate_samples
 from model.learner import Learner
-from model.prequential import SlidingWindow
+from model.prequential import SlidingWindow, scored
 from ops.metrics import TrainerMetrics
 from ops.settings import Settings
 from state.checkpoints import CheckpointDir
@@ -255,13 +255,15 @@ class ContinualTrainer(ConsumerRebalanceListener):
     def _test_then_train(self, samples: list) -> dict[str, float]:
         """In a worker thread: score first (the batch is unseen), then learn from it. The
         first batches of a fresh model are not scored: 99 negatives need 100 known items."""
-        batch = collate(samples, self.learner.limits)  # the clicks, scored and (usually) learnt
-        if samples and len(self.learner.ids["items"]) > 2 * 100:
+        share = self.settings.score_share
+        tested = samples if share >= 1 else [s for s in samples if scored(s.event_id, share)]
+        batch = collate(tested, self.learner.limits)  # the clicks scored (all of them: also the ones learnt)
+        if tested and len(self.learner.ids["items"]) > 2 * 100:
             known = self.learner.ids["items"]
             for task, scores in self.learner.score(batch).items():
                 self.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)
-        if self.learner.exposures:  # rec exposures too, as labelled negatives: learnt, never scored
-            batch = collate(samples, self.learner.limits, exposures=True)
+        if self.learner.exposures or len(tested) < len(samples):  # rec exposures: learnt as labelled negatives
+            batch = collate(samples, self.learner.limits, exposures=self.learner.exposures)
         return self.learner.learn_many(batch, self.sync)
 
     def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
