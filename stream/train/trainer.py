@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
@@ -39,6 +40,13 @@ from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
 TERMS = {"bce": "click", "rel": "rel", "align": "align"}
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A run of `count` stale samples the fetcher skipped, up to its entry's offset."""
+
+    count: int
 UNLEARNABLE = "unlearnable"
 EXPOSURE = "exposure"
 
@@ -152,19 +160,26 @@ class ContinualTrainer(ConsumerRebalanceListener):
             fetched = await self._consumer.getmany(timeout_ms=200)
             now = time.time()
             for tp, records in fetched.items():
+                shed, last = 0, -1  # a run of stale records: one queue entry for all of them
                 for record in records:
-                    # shed before decoding: a trainer that fell behind must skip samples
-                    # faster than the stream makes them, or it never catches up
+                    # shed before decoding, and without queueing each: a trainer that fell behind
+                    # must skip samples faster than the stream makes them, and fresh samples must
+                    # not wait behind stale ones for a place in a batch
                     if record.value is not None and self.admission.is_stale(
                             sample_codec.ingest_ms_of(record.value), now):
-                        sample = STALE
-                    else:
-                        try:
-                            sample = sample_codec.decode(record.value)
-                        except ValueError as exc:
-                            log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
-                            sample = UNDECODABLE  # still queued: its offset must move on in order
+                        shed, last = shed + 1, record.offset
+                        continue
+                    if shed:
+                        await queue.put((tp.partition, last, Shed(shed)))
+                        shed = 0
+                    try:
+                        sample = sample_codec.decode(record.value)
+                    except ValueError as exc:
+                        log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
+                        sample = UNDECODABLE  # still queued: its offset must move on in order
                     await queue.put((tp.partition, record.offset, sample))
+                if shed:
+                    await queue.put((tp.partition, last, Shed(shed)))
             for tp in self._consumer.assignment():
                 high = self._consumer.highwater(tp)
                 if high is not None:
@@ -174,8 +189,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
 
     async def _next_batch(self, queue: asyncio.Queue, stop: asyncio.Event) -> list:
         batch: list = []
-        deadline = None
-        while len(batch) < self.settings.batch_size and not stop.is_set():
+        deadline, samples = None, 0  # entries of shed runs take no place in the batch
+        while samples < self.settings.batch_size and not stop.is_set():
             if not queue.empty():  # take what is there without a wait_for per item
                 batch.append(queue.get_nowait())
             else:
@@ -184,6 +199,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                     batch.append(await asyncio.wait_for(queue.get(), timeout))
                 except asyncio.TimeoutError:
                     break  # a partial batch after max_wait_s, or none: the caller may do idle work
+            samples += not isinstance(batch[-1][2], Shed)
             if deadline is None:
                 deadline = time.monotonic() + self.settings.max_wait_s
         return batch
@@ -230,6 +246,9 @@ class ContinualTrainer(ConsumerRebalanceListener):
         admission memory in a checkpoint matches the offsets saved with it."""
         now, kept = time.time(), []
         for _, _, sample in batch:
+            if isinstance(sample, Shed):
+                self.metrics.skipped.labels(STALE).inc(sample.count)
+                continue
             verdict = sample if isinstance(sample, str) else self.admission.decide(sample, now)
             if verdict == ADMIT:
                 kept.append(sample)

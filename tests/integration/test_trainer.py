@@ -78,3 +78,43 @@ def test_trainer_learns_checkpoints_and_resumes_after_kill_9(settings, tmp_path)
     finally:
         assert second.stop() == 0
     assert max(CheckpointDir(tmp_path / "ckpt").steps()) > saved[-1]
+
+
+def test_a_shedding_trainer_skips_a_stale_backlog_and_learns_every_fresh_sample(settings, tmp_path):
+    """2,000 events' samples ingested an hour ago, then 1,000 fresh ones: with --max-staleness 60
+    every stale sample is shed (counted, its offset consumed) and every fresh one is learnt."""
+    import orjson
+    from kafka import KafkaProducer
+
+    from ops.metrics import scrape_samples
+    from stream.contract.events import parse_event
+    from stream.contract.samples import decode
+
+    ensure_topics_sync(settings)
+    stream, now_ms = OfflineStream(), int(time.time() * 1000)
+    events = [parse_event(orjson.dumps(e)) for e in valid_events(3_000, users=200, seed=5)]
+    old = [s for i, e in enumerate(events[:2_000]) for s in stream.feed_event(e, i, now_ms - 3_600_000)]
+    fresh = [s for i, e in enumerate(events[2_000:], 2_000) for s in stream.feed_event(e, i, now_ms + 600_000)]
+    producer = KafkaProducer(bootstrap_servers=settings.brokers, acks="all", linger_ms=10)
+    for value in old + fresh:
+        producer.send(settings.samples_topic, value=value)
+    producer.flush()
+    producer.close()
+    learnable = sum(1 for v in fresh if (s := decode(v)).task == "search" or s.label == 1)
+
+    port = free_port()
+    trainer = Child("train", settings, tmp_path / "shed.log", trainer_metrics_port=port,
+                    checkpoint_dir=tmp_path / "ckpt", batch_size=128, max_wait_s=0.5, max_staleness_s=60,
+                    n_items=4096, n_users=512, n_words=1024)
+    try:
+        wait_for(port, trainer, "unisar_train_samples_total", learnable, timeout_s=240)
+        time.sleep(1.0)
+        by_reason = {labels["reason"]: value for name, labels, value in scrape_samples(port)
+                     if name == "unisar_train_samples_skipped_total"}
+        assert by_reason.get("stale") == len(old)
+        trained = sum(value for name, _l, value in scrape_samples(port) if name == "unisar_train_samples_total")
+        assert trained == learnable
+    finally:
+        assert trainer.stop() == 0
+    state = CheckpointDir(tmp_path / "ckpt").load_latest()
+    assert sum(state["offsets"].values()) == len(old) + len(fresh)  # the shed backlog is consumed too
