@@ -40,6 +40,8 @@ from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
 TERMS = {"bce": "click", "rel": "rel", "align": "align"}
+UNLEARNABLE = "unlearnable"
+EXPOSURE = "exposure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,6 @@ class Shed:
     """A run of `count` stale samples the fetcher skipped, up to its entry's offset."""
 
     count: int
-UNLEARNABLE = "unlearnable"
-EXPOSURE = "exposure"
 
 
 def _until(stop: threading.Event, items):

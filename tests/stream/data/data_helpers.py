@@ -38,3 +38,16 @@ def write_kuaisar(directory: Path, rec: list[list[object]], src: list[list[objec
     if items is not None:
         write_csv(directory / "item_features.csv", ITEM_HEADER, items)
     return directory
+
+
+def clicked_categories(config, n_events: int) -> dict[str, list[str]]:
+    """Each user's rec clicks in a simulated run of `n_events`, as the clicked items' categories."""
+    from stream.data import simulator
+
+    world = simulator.World.build(config)
+    category = dict(world.categories())
+    per_user: dict[str, list[str]] = {}
+    for event in simulator.generate(config, n_events, world):
+        if event["type"] == "rec" and event["click"]:
+            per_user.setdefault(event["user"], []).append(category[event["item"]])
+    return per_user

@@ -5,6 +5,7 @@ import time
 
 import orjson
 import pytest
+from data_helpers import clicked_categories
 
 from stream.contract.events import Event, Rejection, validate
 from stream.contract.files import read_items
@@ -72,14 +73,8 @@ def test_queries_reveal_the_category_of_clicked_items():
 def test_users_have_persistent_interests():
     """Learnable signal: a user's clicks concentrate on few categories, unlike popularity."""
     config = simulator.SimConfig(users=200, items=5_000, categories=100, seed=4)
-    world = simulator.World.build(config)
-    category = dict(world.categories())
-    per_user: dict[str, list[str]] = {}
-    for event in simulator.generate(config, 60_000, world):
-        if event["type"] == "rec" and event["click"]:
-            per_user.setdefault(event["user"], []).append(category[event["item"]])
     top3 = []
-    for cats in per_user.values():
+    for cats in clicked_categories(config, 60_000).values():
         counts = sorted((cats.count(c) for c in set(cats)), reverse=True)
         top3.append(sum(counts[:3]) / len(cats))
     assert sum(top3) / len(top3) > 0.6  # about 3 of 100 categories hold most of a user's clicks

@@ -10,6 +10,7 @@ import time
 
 import orjson
 import pytest
+from data_helpers import clicked_categories
 
 from stream.contract.events import Event, validate
 from stream.contract.files import world_path
@@ -199,14 +200,8 @@ def test_shifting_interests_change_favourite_categories_faster():
         return {c for _, c in sorted(((cats.count(c), c) for c in set(cats)), reverse=True)[:3]}
 
     def overlap(config):
-        world = simulator.World.build(config)
-        category = dict(world.categories())
-        per_user: dict[str, list[str]] = {}
-        for event in simulator.generate(config, 60_000, world):
-            if event["type"] == "rec" and event["click"]:
-                per_user.setdefault(event["user"], []).append(category[event["item"]])
         shares = []
-        for cats in per_user.values():
+        for cats in clicked_categories(config, 60_000).values():
             third = len(cats) // 3
             shares.append(len(top3(cats[:third]) & top3(cats[-third:])) / 3)
         return sum(shares) / len(shares)
