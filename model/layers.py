@@ -213,3 +213,12 @@ def sampled_bce(logits: torch.Tensor, label: torch.Tensor | None = None) -> torc
     first = F.binary_cross_entropy_with_logits(logits[:, 0], click_labels(logits, label)[:, 0], reduction="none")
     negatives = F.softplus(logits[:, 1:]).mean(1) if logits.shape[1] > 1 else torch.zeros_like(first)
     return (first + negatives).mean() / 2
+
+
+def add_joint_total(losses: dict[str, torch.Tensor], gamma: float) -> None:
+    """losses["total"] = L_rec + gamma L_search from each task's "{task}/total" present (no
+    task in training: no total)."""
+    parts = [v * (gamma if key == "search/total" else 1.0) for key, v in losses.items()
+             if key in ("rec/total", "search/total")]
+    if parts:
+        losses["total"] = sum(parts[1:], parts[0])

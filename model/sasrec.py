@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
+from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, add_joint_total, sampled_bce
 
 
 @dataclass
@@ -119,7 +119,6 @@ class SASRec(nn.Module):
         V = self.item(step.item_rows)  # (U, d) each distinct item once
         V_out = V if self.out_item is None else self.out_item(step.item_rows)
         scores, losses = {}, {}
-        total = None
         for task, t in step.tasks.items():
             u = self.user_vector(t, V)  # (B, d)
             scores[task] = (V_out[t.candidates] @ u.unsqueeze(-1)).squeeze(-1)  # (B, C)
@@ -127,8 +126,5 @@ class SASRec(nn.Module):
                 continue
             bce = sampled_bce(scores[task], t.label)
             losses[f"{task}/bce"] = losses[f"{task}/total"] = bce
-            weighted = bce * (self.cfg.gamma if task == "search" else 1.0)
-            total = weighted if total is None else total + weighted
-        if total is not None:
-            losses["total"] = total
+        add_joint_total(losses, self.cfg.gamma)
         return scores, losses

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask
+from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total
 from model.precision import full
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
@@ -193,7 +193,6 @@ class USER(nn.Module):
         V = self.items(step, W)  # (U, d) each distinct item once
         Q = F.embedding_bag(step.query_words, W, step.query_offsets, mode="mean")  # (Q, d); the empty query 0
         scores, losses = {}, {}
-        total = None
         for task, t in step.tasks.items():
             scores[task] = self.task(t, task, V, Q)
             if not self.training:
@@ -201,8 +200,5 @@ class USER(nn.Module):
             # Eq. 13: the true item (column 0) against its negatives
             nll = F.cross_entropy(full(scores[task]), torch.zeros(len(scores[task]), dtype=torch.long, device=V.device))
             losses[f"{task}/nll"] = losses[f"{task}/total"] = nll
-            weighted = nll * (self.cfg.gamma if task == "search" else 1.0)
-            total = weighted if total is None else total + weighted
-        if total is not None:
-            losses["total"] = total
+        add_joint_total(losses, self.cfg.gamma)
         return scores, losses
