@@ -62,6 +62,18 @@ class WorkerMetrics(_Served):
         for stage in DLQ_STAGES:
             self.dead_letters.labels(stage)
 
+    def count_step(self, counts: dict[tuple[str, str], int]) -> None:
+        """Add one step's event counts, {(type, outcome): n}; outcome "sample" counts samples."""
+        for (kind, outcome), n in counts.items():
+            if outcome == "sample":
+                self.samples.labels(kind).inc(n)
+            else:
+                self.events.labels(kind, outcome).inc(n)
+
+    def count_dead_letter(self, stage: str) -> None:
+        self.events.labels("invalid", "dead_letter").inc()
+        self.dead_letters.labels(stage).inc()
+
 
 
 TASKS = ("rec", "search")

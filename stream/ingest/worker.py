@@ -1,25 +1,18 @@
-"""The stream worker: events in, per-user histories in RocksDB, training samples out.
+"""The stream worker's default engine: events in, per-user histories in RocksDB, training
+samples out, on aiokafka (the Kafka client faust itself is built on) with batch polling and
+batch produce. `stream.ingest.faust_app` is the same worker as a faust-streaming app; both
+call the same pure step (stream.ingest.partition_step), so they differ only in how records
+arrive, how state is kept durable and how partitions move:
 
-It runs on aiokafka (the Kafka client faust itself is built on) with batch polling: faust's
-per-event agent path measured 5.8k events/s doing nothing on a 2-core machine, below the
-20k events/s a worker must sustain; the guarantees faust tables give (changelog-backed
-state that follows its partition) are kept explicitly here:
-
-- decode, validate and step are pure (stream.contract.events, stream.contract.samples.step); this loop only
-  fetches, loads, calls the step, emits, stores and counts;
-- a bad record becomes a dead-letter record (original bytes, reason in headers): whatever
-  fails while one record is decoded, validated or stepped is that record's fault and is
-  dead-lettered with the stage and the exception; a failure that is not the record's
-  (broker, disk) stops the worker before anything past it is committed;
-- each history lives on its user's home partition (the one the key hashes to, murmur2 as
-  the Java, kafka-python and aiokafka producers do) and carries the offset of the last record
-  applied to it, so a redelivered event is skipped: state is exactly-once under
-  at-least-once delivery. An event that arrives on another partition (a producer with
-  another partitioner, a grown topic) is forwarded home, naming its source partition and
-  offset, which the history remembers too (stream.contract.history);
+- this loop only fetches, calls the step, emits, stores and counts; a failure that is not
+  a record's (broker, disk) stops the worker before anything past it is committed;
+- a commit makes samples, dead letters and changelog records durable on the broker, then
+  the histories (with their last applied offsets) in RocksDB, then the consumer offsets;
 - every change also goes to a compacted changelog topic, co-partitioned with the events,
   which a worker replays on partition assignment, so a partition that moves to another
-  worker brings its histories along.
+  worker brings its histories along. faust tables give the same through their changelog;
+  here it is explicit, because faust's per-event agent path measured 5.8k events/s doing
+  nothing on a 2-core machine, below the 20k events/s a worker must sustain.
 """
 from __future__ import annotations
 
@@ -30,42 +23,16 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from kafka.partitioner.default import murmur2
 
 from ops.metrics import WorkerMetrics
 from ops.settings import Settings
 from state.store import HistoryStore
 from stream.contract import history as hist
-from stream.contract import samples
-from stream.contract.events import Event, Rejection, dead_letter_headers, failed, parse_event
+from stream.contract.events import Rejection, dead_letter_headers
+from stream.ingest.partition_step import changelog_key, step_partition
 from stream.kafka import aio_kwargs, read_to_end
 
 log = logging.getLogger(__name__)
-FORWARDED = "unisar-forwarded-from"  # header of a forwarded event: b"PARTITION:OFFSET"
-
-
-def changelog_key(user: int) -> bytes:
-    return user.to_bytes(8, "big")
-
-
-def home_partition(key: bytes, partitions: int) -> int:
-    """The partition a key belongs to: Kafka's default partitioner (murmur2)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def forwarded_from(headers, partitions: int, home: int) -> tuple[int, int] | Rejection | None:
-    """The (partition, offset) a forwarded event came from, None for an event produced here."""
-    raw = next((v for k, v in headers or () if k == FORWARDED), None)
-    if raw is None:
-        return None
-    try:
-        partition, offset = (int(x) for x in bytes(raw).split(b":"))
-    except ValueError:
-        partition, offset = -1, -1
-    if not (0 <= partition < partitions and partition != home and offset >= 0):
-        return Rejection("route", f"a {FORWARDED} header 'PARTITION:OFFSET' from another partition",
-                         repr(bytes(raw[:40])))
-    return partition, offset
 
 
 @dataclass
@@ -186,77 +153,30 @@ class StreamWorker(ConsumerRebalanceListener):
     # ---- the hot path ----------------------------------------------------------------------
 
     async def process(self, tp: TopicPartition, messages: list) -> None:
-        """Step every message of one partition's fetch; emit samples, dead letters and
-        forwarded events. Call with the state lock held."""
-        s, pending, events_total = self.settings, self.pending, self.metrics.events
-        parsed: list[tuple[Event, object, tuple[int, int] | None]] = []  # (event, message, source)
-        forwarded = {"rec": 0, "search": 0}
-        for msg in messages:
-            pending.event_times.append(msg.timestamp / 1000)
-            try:
-                event, source, home = self._route(msg)
-            except Exception as exc:  # noqa: BLE001 - one record's fault, never the worker's end
-                event, source, home = failed("decode", exc), None, tp.partition
-            if isinstance(event, Rejection):
-                await self._dead_letter(tp, msg, event)
-            elif home != tp.partition:
-                forwarded[event.kind] += 1
-                origin = f"{tp.partition}:{msg.offset}" if source is None else "%d:%d" % source
-                headers = [h for h in msg.headers or () if h[0] != FORWARDED] + [(FORWARDED, origin.encode())]
-                await self._sender.append(s.events_topic, home, msg.key, msg.value, headers, msg.timestamp)
-            else:
-                parsed.append((event, msg, source))
-
-        cold = list({e.user for e, _, _ in parsed if e.user not in pending.histories})
-        for user, value in zip(cold, self.store.get_many(cold)):
-            pending.histories[user] = value or hist.EMPTY
+        """Step every message of one partition's fetch (stream.ingest.partition_step); emit
+        samples, dead letters and forwarded events. Call with the state lock held."""
+        s, pending, sender = self.settings, self.pending, self._sender
+        pending.event_times.extend(m.timestamp / 1000 for m in messages)
+        out = step_partition(tp.partition, messages, pending.histories, self.store.get_many,
+                             self._events_partitions, self.limits)
+        for user in out.loaded:
             pending.partition_of[user] = tp.partition
         # Histories loaded but unchanged are written back by the commit: harmless, and it
         # keeps one dict instead of two.
-
+        for home, msg, headers in out.forwards:
+            await sender.append(s.events_topic, home, msg.key, msg.value, headers, msg.timestamp)
         sample_partition = tp.partition % self._samples_partitions
-        applied = {"rec": 0, "search": 0}
-        duplicates = {"rec": 0, "search": 0}
-        emitted = {"rec": 0, "search": 0}
-        for event, msg, source in parsed:
-            try:
-                after, sample = samples.step(pending.histories[event.user], event, msg.offset, self.limits,
-                                             msg.timestamp, source)
-            except Exception as exc:  # noqa: BLE001 - e.g. a stored history that cannot be read
-                await self._dead_letter(tp, msg, failed("step", exc))
-                continue
-            if after is None:
-                duplicates[event.kind] += 1
-                continue
-            pending.histories[event.user] = after
-            applied[event.kind] += 1
-            if sample is not None:
-                emitted[event.kind] += 1
-                await self._sender.append(s.samples_topic, sample_partition, changelog_key(event.user), sample)
+        for key, sample in out.samples:
+            await sender.append(s.samples_topic, sample_partition, key, sample)
+        for msg, why in out.dead_letters:
+            await self._dead_letter(tp, msg, why)
         pending.positions[tp] = messages[-1].offset + 1
-        for kind in ("rec", "search"):
-            events_total.labels(kind, "applied").inc(applied[kind])
-            events_total.labels(kind, "duplicate").inc(duplicates[kind])
-            self.metrics.samples.labels(kind).inc(emitted[kind])
-            events_total.labels(kind, "forwarded").inc(forwarded[kind])
-
-    def _route(self, msg) -> tuple[Event | Rejection, tuple[int, int] | None, int]:
-        """A message's event (or why it is refused), where it was forwarded from, and its
-        home partition."""
-        event = parse_event(msg.value, msg.key)
-        if isinstance(event, Rejection):
-            return event, None, -1
-        home = home_partition(msg.key, self._events_partitions)
-        source = forwarded_from(msg.headers, self._events_partitions, home)
-        if isinstance(source, Rejection):
-            return source, None, home
-        return event, source, home
+        self.metrics.count_step(out.counts)
 
     async def _dead_letter(self, tp: TopicPartition, msg, why: Rejection) -> None:
         headers = dead_letter_headers(why, f"{tp.topic}/{tp.partition}/{msg.offset}")
         await self._sender.append(self.settings.dlq_topic, 0, msg.key, msg.value, headers)
-        self.metrics.events.labels("invalid", "dead_letter").inc()
-        self.metrics.dead_letters.labels(why.stage).inc()
+        self.metrics.count_dead_letter(why.stage)
 
     # ---- durability ------------------------------------------------------------------------
 

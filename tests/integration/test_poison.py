@@ -18,7 +18,7 @@ from ops.settings import Settings
 from stream.contract import samples
 from stream.contract.ids import user_id
 from stream.kafka import ensure_topics_sync
-from stream.ingest.worker import home_partition
+from stream.ingest.partition_step import home_partition
 
 pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000
