@@ -1,30 +1,28 @@
 """Ingest benchmark: events/s from Kafka through the stream worker into RocksDB and out to
-sar.samples, next to a naive faust baseline; and RocksDB bytes per user with full histories.
+sar.samples, for both engines side by side (aiokafka, the default, and faust), on the same
+events; and RocksDB bytes per user, after the run and with full histories.
 
-Everything runs on this machine: the embedded broker, the worker (in this process), the
-baseline (a faust subprocess). Events come from the calibrated simulator and are produced
-before the clock starts. The worker's time runs from its first processed fetch to the
-commit that makes the last event durable (state, samples and offsets), so it includes
-the commit interval's tail. The baseline's time runs from its first to its N-th event
-(no commit wait): generous to the baseline.
+Everything runs on this machine: the embedded broker and each engine in turn, in this
+process. Events come from the calibrated simulator and are produced before the clock
+starts. An engine's time runs from its first processed event to the moment the last one is
+durable (state, samples and offsets), so it includes its commit tail.
 
-    python benchmarks/ingest.py [--events 200000 --users 50000 --baseline-events 20000]
-Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
+    python benchmarks/ingest.py [--events 200000 --users 50000 --engines aiokafka,faust]
+Last line: a JSON list of {"metric", "value", "unit", "target"} objects: each engine's
+events/s (with its stored bytes per user), their ratio, and bytes per full history.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import orjson
+from _hardware import hardware_line
 
 from ops.broker import EmbeddedBroker
 from ops.metrics import WorkerMetrics, fresh_registry
@@ -34,9 +32,9 @@ from stream.contract import history as hist
 from stream.contract.events import Event, validate
 from stream.kafka import ensure_topics
 from stream.data.simulator import SimConfig, generate
+from stream.ingest.faust_app import FaustWorker
 from stream.ingest.worker import StreamWorker
 
-HERE = Path(__file__).resolve().parent
 
 
 def produce_all(settings: Settings, values: list[tuple[bytes, bytes]]) -> float:
@@ -57,11 +55,17 @@ def produce_all(settings: Settings, values: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - start
 
 
-async def time_worker(settings: Settings, n_events: int) -> dict:
+async def time_worker(settings: Settings, n_events: int, engine: str) -> dict:
+    """Run one engine in this process over the events topic; time it from its first
+    processed event to the moment every event's state, sample and offset is durable."""
     registry = fresh_registry()
     metrics = WorkerMetrics(registry)
     store = RocksHistoryStore(settings.state_dir)
-    worker = StreamWorker(settings, store, metrics)
+    partitions = await ensure_topics(settings)
+    if engine == "faust":
+        worker = FaustWorker(settings, store, metrics, partitions)
+    else:
+        worker = StreamWorker(settings, store, metrics)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
 
@@ -84,19 +88,12 @@ async def time_worker(settings: Settings, n_events: int) -> dict:
     await task
     emitted = sum(registry.get_sample_value("unisar_samples_total", {"task": t}) or 0 for t in ("rec", "search"))
     users = sum(1 for _ in store.items())
+    store.flush()
+    store._db.compact_range(None, None)  # noqa: SLF001 - settle into compressed table files
     store.close()
-    return {"events": n_events - already, "seconds": seconds, "samples": int(emitted), "users": users}
-
-
-def time_faust_baseline(settings: Settings, n_events: int, datadir: str) -> dict:
-    cmd = [sys.executable, str(HERE / "faust_naive.py"), settings.brokers, settings.events_topic,
-           settings.samples_topic + "-naive", str(n_events), datadir]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=HERE.parent,
-                          env={**os.environ, "PYTHONPATH": str(HERE.parent)})
-    for line in reversed((done.stdout + done.stderr).splitlines()):
-        if '{"events"' in line:  # faust routes print() through its logger
-            return json.loads(line[line.index("{"):])
-    raise RuntimeError(f"faust baseline printed no result (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    sst = sum(p.stat().st_size for p in Path(settings.state_dir).glob("*.sst"))
+    return {"events": n_events - already, "seconds": seconds, "samples": int(emitted), "users": users,
+            "bytes_per_user": sst / max(1, users)}
 
 
 def bytes_per_full_user(root: Path, users: int, seed: int) -> dict:
@@ -135,16 +132,21 @@ def bytes_per_full_user(root: Path, users: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--users", type=int, default=50_000)
-    parser.add_argument("--baseline-events", type=int, default=20_000,
-                        help="events the (slow) faust baseline processes; 0 skips it")
-    parser.add_argument("--full-users", type=int, default=5_000, help="users filled to 30+30 for bytes/user")
+    parser.add_argument("--events", type=int, default=200_000, help="events each engine processes (default 200,000)")
+    parser.add_argument("--users", type=int, default=50_000, help="simulated users (default 50,000)")
+    parser.add_argument("--engines", default="aiokafka,faust", help="engines to run, side by side (default both)")
+    parser.add_argument("--full-users", type=int, default=5_000,
+                        help="users filled to 30+30 for bytes/user (default 5,000)")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - {"aiokafka", "faust"}
+    if unknown or not engines:
+        parser.error(f"--engines: expected aiokafka and/or faust, got {args.engines!r}")
 
     root = Path(tempfile.mkdtemp(prefix="unisar-bench-"))
     tag = uuid.uuid4().hex[:6]
+    print(hardware_line(), flush=True)
     print(f"generating {args.events:,} simulator events over {args.users:,} users ...", flush=True)
     # Sessions spaced hours apart, so that every simulated user is active within the run.
     config = SimConfig(users=args.users, items=100_000, seed=args.seed, session_gap_s=21_600, session_break=0.0)
@@ -152,39 +154,42 @@ def main() -> None:
     values = [(str(e["user"]).encode(), orjson.dumps(e)) for e in events]
     users_seen = len({e["user"] for e in events})
 
+    rates: dict[str, float] = {}
+    stored: dict[str, float] = {}
     with EmbeddedBroker(log_path=root / "broker.log") as broker:
-        settings = Settings(brokers=broker.bootstrap, events_topic=f"ev-{tag}", samples_topic=f"sm-{tag}",
-                            dlq_topic=f"dlq-{tag}", changelog_topic=f"cl-{tag}", group=f"bench-{tag}",
-                            state_dir=str(root / "worker"), partitions=4, metrics_port=0)
-        asyncio.run(ensure_topics(settings))
-        prep = produce_all(settings, values)
-        print(f"produced in {prep:.1f} s (not timed); running the worker ...", flush=True)
-        worker = asyncio.run(time_worker(settings, len(values)))
-        rate = worker["events"] / worker["seconds"]
-        print(f"worker: {int(worker['events']):,} events in {worker['seconds']:.2f} s = {rate:,.0f} events/s "
-              f"(target 20,000); {worker['samples']:,} samples; {worker['users']:,} users stored "
-              f"({users_seen:,} in the events)", flush=True)
-        base_rate = None
-        if args.baseline_events:
-            print(f"running the naive faust baseline on the first {args.baseline_events:,} events ...", flush=True)
-            base = time_faust_baseline(settings, args.baseline_events, str(root / "faust"))
-            base_rate = base["events"] / base["seconds"]
-            print(f"naive faust baseline (one table update per event): {base_rate:,.0f} events/s; "
-                  f"worker / baseline = {rate / base_rate:.1f}x", flush=True)
+        base = Settings(brokers=broker.bootstrap, events_topic=f"ev-{tag}", dlq_topic=f"dlq-{tag}",
+                        partitions=4, metrics_port=0)
+        asyncio.run(ensure_topics(base))
+        prep = produce_all(base, values)
+        print(f"produced in {prep:.1f} s (not timed)", flush=True)
+        for engine in engines:
+            # Each engine reads the same events with its own group, state, samples and changelog.
+            settings = base.model_copy(update=dict(
+                group=f"bench-{engine}-{tag}", samples_topic=f"sm-{engine}-{tag}", changelog_topic=f"cl-{engine}-{tag}",
+                state_dir=str(root / engine)))
+            print(f"running the {engine} engine ...", flush=True)
+            run = asyncio.run(time_worker(settings, len(values), engine))
+            rates[engine] = run["events"] / run["seconds"]
+            stored[engine] = run["bytes_per_user"]
+            print(f"{engine}: {int(run['events']):,} events in {run['seconds']:.2f} s = {rates[engine]:,.0f} events/s "
+                  f"(target 20,000); {run['samples']:,} samples; {run['users']:,} users stored ({users_seen:,} in "
+                  f"the events), {run['bytes_per_user']:.0f} bytes per user on disk", flush=True)
+    if len(rates) == 2:
+        print(f"aiokafka / faust = {rates['aiokafka'] / rates['faust']:.1f}x", flush=True)
 
     size = bytes_per_full_user(root, args.full_users, args.seed)
     print(f"full histories (30 rec + 30 search; {size['words_per_query']:.2f} words per query, "
           f"{size['clicks_per_search']:.2f} clicks per search): {size['sst_bytes_per_user']:.0f} bytes per user "
           f"on disk (RocksDB, zstd), {size['value_bytes_per_user']:.0f} bytes raw, over {size['users']:,} users "
-          f"(target at most 1024)", flush=True)
-    results = [
-        {"metric": "ingest_events_per_s", "value": round(rate), "unit": "events/s", "target": 20000},
-        {"metric": "bytes_per_user_full_history", "value": round(size["sst_bytes_per_user"]), "unit": "bytes",
-         "target": 1024},
-    ]
-    if base_rate is not None:
-        results.insert(1, {"metric": "naive_faust_events_per_s", "value": round(base_rate), "unit": "events/s",
-                           "target": None, "ratio_worker_over_naive": round(rate / base_rate, 2)})
+          f"(target at most 1024; the same store format for both engines)", flush=True)
+    results = [{"metric": f"ingest_events_per_s_{engine}", "value": round(rate), "unit": "events/s",
+                "target": 20000 if engine == "aiokafka" else None, "bytes_per_user_stored": round(stored[engine])}
+               for engine, rate in rates.items()]
+    if len(rates) == 2:
+        results.append({"metric": "ingest_ratio_aiokafka_over_faust", "value": round(rates["aiokafka"] / rates["faust"], 2),
+                        "unit": "x", "target": None})
+    results.append({"metric": "bytes_per_user_full_history", "value": round(size["sst_bytes_per_user"]),
+                    "unit": "bytes", "target": 1024})
     print(json.dumps(results))
 
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _hardware import hardware_line
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -54,15 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="as `unisar serve` (default 2)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
-
-
-def hardware() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "").split()
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["none"]
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{model}; {os.cpu_count()} CPUs; bf16 instructions: {', '.join(bf16)}; load average now {load}"
 
 
 # ------------------------------------------------------------- the world: model, histories
@@ -242,7 +234,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from ops.broker import free_port
 
-    print(f"hardware: {hardware()}")
+    print(hardware_line())
     with tempfile.TemporaryDirectory(prefix="unisar-serve-bench-") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from kafka.partitioner.default import murmur2
 
+from _hardware import hardware_line
 from ops.broker import EmbeddedBroker, free_port
 from ops.settings import Settings
 from stream.kafka import ensure_topics
@@ -44,15 +45,6 @@ from stream.kafka import ensure_topics
 ROOT = Path(__file__).resolve().parent.parent
 MARGIN_MB = 64  # the fixed margin of the allowance, see the docstring
 TS0 = 1_700_000_000_000
-
-
-def hardware() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    return (f"{model}; {os.cpu_count()} CPUs; avx512_bf16: {'yes' if 'avx512_bf16' in flags.split() else 'no'}; "
-            f"{int(mem) / 2**20:.1f} GiB RAM")
 
 
 def proc_mb(pid: int) -> dict[str, float]:
@@ -155,7 +147,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="unisar-memory-"))
     tag = uuid.uuid4().hex[:6]
-    print(f"hardware: {hardware()}", flush=True)
+    print(hardware_line(), flush=True)
     print(f"{args.users:,} users, checkpoints {', '.join(f'{c:,}' for c in checkpoints)}; RocksDB budget "
           f"{args.state_memory_mb} MB; files under {root}", flush=True)
     metrics_port = free_port()

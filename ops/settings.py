@@ -126,8 +126,12 @@ class WorkerSettings(SettingsGroup):
 
     title: ClassVar[str] = "worker"
 
-    group: str = Field("unisar-worker", description="the workers' Kafka consumer group",
-                       json_schema_extra=cli(metavar="GROUP"))
+    group: str = Field("unisar-worker", description="the workers' Kafka consumer group (the faust app id "
+                       "for --engine faust)", json_schema_extra=cli(metavar="GROUP"))
+    engine: Literal["aiokafka", "faust"] = Field(
+        "aiokafka", description="aiokafka: batch fetch and produce, the fastest; faust: a faust-streaming app "
+        "with a changelog-backed Table and standby replicas (README, 'Worker engines'); every worker of one "
+        "group must run the same engine", json_schema_extra=cli(metavar="ENGINE"))
     metrics_port: int = Field(9108, ge=0, le=65535, description="the worker's /metrics port (0: no /metrics server)",
                               json_schema_extra=cli(metavar="PORT"))
     max_rec: int = Field(30, ge=1, le=255, description="rec behaviours kept in each user's history",

@@ -43,9 +43,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create the project's topics if missing; fail loudly if events and changelog disagree
-    on partition count (a user's history would land on the wrong partition)."""
+    on partition count (a user's history would land on the wrong partition). Returns the
+    partition counts of the events, changelog and samples topics."""
     admin = AIOKafkaAdminClient(**aio_kwargs(settings))
     await admin.start()
     try:
@@ -57,17 +58,19 @@ async def ensure_topics(settings: Settings) -> None:
             except TopicAlreadyExistsError:
                 pass
             log.info("created topics %s", [t.name for t in missing])
-        described = await admin.describe_topics([settings.events_topic, settings.changelog_topic])
+        described = await admin.describe_topics(
+            [settings.events_topic, settings.changelog_topic, settings.samples_topic])
         counts = {d["topic"]: len(d["partitions"]) for d in described}
-        if len(set(counts.values())) != 1:
+        if counts[settings.events_topic] != counts[settings.changelog_topic]:
             raise RuntimeError(f"expected {settings.events_topic} and {settings.changelog_topic} to have the same "
                                f"number of partitions, got {counts}")
+        return counts
     finally:
         await admin.close()
 
 
-def ensure_topics_sync(settings: Settings) -> None:
-    asyncio.run(ensure_topics(settings))
+def ensure_topics_sync(settings: Settings) -> dict[str, int]:
+    return asyncio.run(ensure_topics(settings))
 
 
 async def read_to_end(consumer, tps: list, on_records, timeout_s: float = 60.0) -> None:

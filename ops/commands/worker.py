@@ -25,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from ops.runtime import return_large_blocks
     from state.store import RocksHistoryStore, StoreOptions
     from stream.kafka import ensure_topics
-    from stream.ingest.worker import StreamWorker
 
     settings = settings_from(args)
     require_broker(settings)
@@ -44,8 +43,18 @@ def run(args: argparse.Namespace) -> int:
         fail(f"cannot open the RocksDB directory {settings.state_dir!r}: {exc}")
 
     async def main(stop) -> None:
-        await ensure_topics(settings)
-        await StreamWorker(settings, store, metrics).run(stop)
+        partitions = await ensure_topics(settings)
+        if settings.engine == "faust":
+            from stream.ingest.faust_app import EngineFailure, FaustWorker
+
+            try:
+                await FaustWorker(settings, store, metrics, partitions).run(stop)
+            except EngineFailure as exc:
+                fail(str(exc), code=3)
+        else:
+            from stream.ingest.worker import StreamWorker
+
+            await StreamWorker(settings, store, metrics).run(stop)
 
     try:
         run_until_signalled(main)

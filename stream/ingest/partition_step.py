@@ -24,14 +24,10 @@ from kafka.partitioner.default import murmur2
 from stream.contract import history as hist
 from stream.contract import samples
 from stream.contract.events import Event, Rejection, failed, parse_event
+from stream.ingest.changelog import changelog_key
 
 FORWARDED = "unisar-forwarded-from"  # header of a forwarded event: b"PARTITION:OFFSET"
 KINDS = ("rec", "search")
-
-
-def changelog_key(user: int) -> bytes:
-    """A history's key on the changelog (and the samples topic): the 64-bit user id."""
-    return user.to_bytes(8, "big")
 
 
 def home_partition(key: bytes, partitions: int) -> int:

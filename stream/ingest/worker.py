@@ -29,7 +29,9 @@ from ops.settings import Settings
 from state.store import HistoryStore
 from stream.contract import history as hist
 from stream.contract.events import Rejection, dead_letter_headers
-from stream.ingest.partition_step import changelog_key, step_partition
+from stream.ingest import changelog
+from stream.ingest.changelog import changelog_key
+from stream.ingest.partition_step import step_partition
 from stream.kafka import aio_kwargs, read_to_end
 
 log = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ class StreamWorker(ConsumerRebalanceListener):
             for user, value in pending.histories.items():
                 await self._sender.append(topic, pending.partition_of[user], changelog_key(user), value)
             last = await self._sender.flush()
-            meta = {f"changelog/{p}": off for (t, p), off in last.items() if t == topic}
+            meta = {changelog.position_name(p): off for (t, p), off in last.items() if t == topic}
             await asyncio.to_thread(self.store.apply, pending.histories, meta)
             try:
                 await self._consumer.commit(pending.positions)
@@ -256,21 +258,12 @@ async def restore_from_changelog(settings: Settings, store: HistoryStore, partit
 
     def apply(tp: TopicPartition, records: list) -> None:
         nonlocal changed
-        # only the worker writes here, but a foreign record (no key, a tombstone) must not stop it
-        newest = {int.from_bytes(r.key, "big"): r.value for r in records
-                  if r.key and len(r.key) == 8 and r.value and len(r.value) >= hist.MIN_BYTES}
-        users = list(newest)
-        updates = {}
-        for user, local in zip(users, store.get_many(users)):
-            if local is None or hist.last_offset(newest[user]) > hist.last_offset(local):
-                updates[user] = newest[user]
-        store.apply(updates, {f"changelog/{tp.partition}": records[-1].offset})
-        changed += len(updates)
+        changed += changelog.merge(store, tp.partition, ((r.key, r.value, r.offset) for r in records))
 
     try:
         consumer.assign(tps)
         for tp in tps:
-            seen = store.get_meta(f"changelog/{tp.partition}")
+            seen = store.get_meta(changelog.position_name(tp.partition))
             consumer.seek(tp, 0 if seen is None else seen + 1)
         await read_to_end(consumer, tps, apply)
     finally:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from eventgen import valid_events
 from kafkatools import committed_total, read_all, wait_until_caught_up
-from test_pipeline import metric, offline, produce, scrape, stored_histories, without_offsets
+from test_pipeline import ENGINES, metric, offline, produce, scrape, stored_histories, without_offsets
 
 from stream.contract import samples
 from stream.kafka import ensure_topics_sync
@@ -45,13 +45,14 @@ class GatedReplay(threading.Thread):
                         time.sleep(max(0.0, start + (i - lo) / self.rate - time.monotonic()))
 
 
-def test_kill_9_three_times_during_replay_loses_nothing_and_applies_nothing_twice(settings, worker_factory):
+@ENGINES
+def test_kill_9_three_times_during_replay_loses_nothing_and_applies_nothing_twice(settings, worker_factory, engine):
     rng = random.Random(11)
     events = valid_events(20_000, users=800, seed=5)
     values = [(str(e["user"]).encode(), orjson.dumps(e)) for e in events]
     ensure_topics_sync(settings)
     # Small polls and frequent commits put many commit boundaries inside the replay.
-    tuning = dict(max_poll_records=300, commit_interval_s=0.05)
+    tuning = dict(max_poll_records=300, commit_interval_s=0.05, engine=engine)
     rate = 2_500
     replay = GatedReplay(settings, values, segments=4, rate=rate)
 
@@ -93,16 +94,18 @@ def test_kill_9_three_times_during_replay_loses_nothing_and_applies_nothing_twic
             want.items, want.label, want.history.rec, want.history.search)
 
 
-def test_two_workers_split_partitions_and_moved_partitions_bring_their_histories(settings, worker_factory, tmp_path):
+@ENGINES
+def test_two_workers_split_partitions_and_moved_partitions_bring_their_histories(settings, worker_factory, tmp_path,
+                                                                                 engine):
     events = valid_events(9_000, users=300, seed=9)
     values = [(str(e["user"]).encode(), orjson.dumps(e)) for e in events]
     ensure_topics_sync(settings)
     first, second, third = values[:3000], values[3000:6000], values[6000:]
 
-    a = worker_factory(settings, state_dir=str(tmp_path / "a"))
+    a = worker_factory(settings, state_dir=str(tmp_path / "a"), engine=engine)
     produce(settings, first)
     wait_until_caught_up(settings, 3000, procs=[a])
-    b = worker_factory(settings, state_dir=str(tmp_path / "b"))
+    b = worker_factory(settings, state_dir=str(tmp_path / "b"), engine=engine)
     b.wait_assigned()  # the group has rebalanced onto both workers
     produce(settings, second)
     wait_until_caught_up(settings, 6000, procs=[a, b])

@@ -53,7 +53,11 @@ def metric(text: str, name: str, **labels) -> float:
     return total
 
 
-def test_worker_builds_histories_samples_and_dead_letters(settings, worker_factory):
+ENGINES = pytest.mark.parametrize("engine", ["aiokafka", "faust"])
+
+
+@ENGINES
+def test_worker_builds_histories_samples_and_dead_letters(settings, worker_factory, engine):
     events = valid_events(10_000, users=500, seed=7)
     bad = malformed_values(200)
     values = [(str(e["user"]).encode(), orjson.dumps(e)) for e in events]
@@ -63,7 +67,7 @@ def test_worker_builds_histories_samples_and_dead_letters(settings, worker_facto
     ensure_topics_sync(settings)
     produce(settings, values)
 
-    worker = worker_factory(settings)
+    worker = worker_factory(settings, engine=engine)
     wait_until_caught_up(settings, len(values), procs=[worker])
     text = scrape(worker.metrics_port)
     assert worker.stop() == 0
@@ -94,3 +98,37 @@ def test_worker_builds_histories_samples_and_dead_letters(settings, worker_facto
     assert metric(text, "unisar_event_processing_seconds_count") == 10_200
     assert "unisar_consumer_lag" in text and "unisar_users_stored" in text
     assert metric(text, "unisar_worker_partitions_assigned") == settings.partitions  # the only worker owns all
+
+
+def test_faust_command_runs_the_faust_engine(settings, tmp_path):
+    """`faust -A stream.ingest.faust_main worker`: faust's own worker command, settings from
+    UNISAR_* variables, builds the same histories and exits cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kafkatools import wait_until_caught_up
+
+    from ops.broker import free_port
+    from ops.metrics import scrape as scrape_values
+    from ops.processes import settings_env
+
+    events = valid_events(1_000, users=80, seed=3)
+    ensure_topics_sync(settings)
+    produce(settings, [(str(e["user"]).encode(), orjson.dumps(e)) for e in events])
+    faust = Path(sys.executable).with_name("faust")
+    env = settings_env(settings, metrics_port=free_port())
+    with open(tmp_path / "faust.log", "wb") as log:
+        proc = subprocess.Popen([str(faust), "-A", "stream.ingest.faust_main", "worker", "-l", "warn",
+                                 "--without-web"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_caught_up(settings, len(events), procs=[type("P", (), {"proc": proc})()])
+        assert scrape_values(int(env["UNISAR_METRICS_PORT"]))["unisar_worker_partitions_assigned"] == settings.partitions
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "faust.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    expected, _ = offline(events)
+    assert without_offsets(stored_histories(settings.state_dir)) == without_offsets(expected)

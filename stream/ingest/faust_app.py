@@ -1,0 +1,332 @@
+"""The stream worker as a faust-streaming app: the same topics, the same pure step
+(stream.ingest.partition_step), the same histories changelog, the same RocksDB state folder
+and the same metrics as the default engine (stream.ingest.worker), with faust doing what it
+is for: the consumer group and its assignor, a Table whose changelog follows its partition
+(restored on assignment, mirrored by standby replicas), offset commits.
+
+- One agent takes the events in batches (`take_events`, the fastest faust pattern measured:
+  benchmarks/ingest.py), groups them by partition and calls the step on each run.
+- The Table's store is `HistoryTableStore`: faust's store interface over the project's
+  RocksDB store (rocksdict, explicit bytes, never pickle), so the state folder holds the same
+  records whichever engine wrote it.
+- Durability has the default engine's order: each batch's samples, dead letters, forwards
+  and changelog records are flushed to the broker, then its histories are written to
+  RocksDB in one WriteBatch, and only then does faust ack the events, whose offsets it
+  commits later. A crash replays events whose histories may be stored already: their
+  offsets are in the histories, so they are skipped, never applied twice.
+- Writes go through the Table's changelog (`send_changelog`, with an explicit partition)
+  rather than `table[key] = value`: inside a `take_events` batch faust has no current event
+  to take the partition from, and one WriteBatch per batch is far cheaper than a RocksDB
+  put per event.
+
+Run it with `unisar worker --engine faust`, or `faust -A stream.ingest.faust_main worker`
+(settings from UNISAR_* variables).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import faust
+from faust.stores.base import SerializedStore
+from faust.transport import drivers as faust_transports
+from faust.transport.drivers import aiokafka as aiokafka_driver
+
+from ops.metrics import WorkerMetrics
+from ops.settings import Settings
+from state.store import HistoryStore
+from stream.contract import history as hist
+from stream.contract.events import dead_letter_headers
+from stream.ingest import changelog
+from stream.ingest.changelog import changelog_key
+from stream.ingest.partition_step import FaustRecord, step_partition
+
+log = logging.getLogger(__name__)
+TABLE = "histories"
+STALL_S = 15.0  # an owned partition with events to read and no progress this long is stalled
+
+
+class EngineFailure(RuntimeError):
+    """The faust app cannot go on (it crashed, or a partition stalled): the worker exits 3."""
+
+
+class HistoryTableStore(SerializedStore):
+    """faust's store interface over a HistoryStore: keys are changelog keys (8-byte user ids),
+    values history records. The changelog position of each partition is the store's meta
+    entry `changelog/P`, the one the default engine keeps, written with the histories."""
+
+    def __init__(self, url: Any, app: faust.App, table: faust.Table, *, history_store: HistoryStore,
+                 metrics: WorkerMetrics, **kwargs: Any) -> None:
+        super().__init__(url, app, table, **kwargs)
+        self.history_store = history_store
+        self.metrics = metrics
+        self._positions: dict[int, int] = {}  # changelog offsets acknowledged, not yet stored
+
+    # -- what the worker uses ----------------------------------------------------------------
+
+    def write(self, histories: dict[int, bytes]) -> None:
+        """Store a batch's histories and the changelog positions acknowledged so far."""
+        positions, self._positions = self._positions, {}
+        self.history_store.apply(histories, {changelog.position_name(p): o for p, o in positions.items()})
+
+    # -- faust's recovery and standby replicas ---------------------------------------------
+
+    def persisted_offset(self, tp) -> int | None:
+        return self.history_store.get_meta(changelog.position_name(tp.partition))
+
+    def set_persisted_offset(self, tp, offset: int) -> None:
+        # Called as changelog records are acknowledged: kept until the histories they carry
+        # are stored (`write`), so the position never runs ahead of the state.
+        self._positions[tp.partition] = max(offset, self._positions.get(tp.partition, -1))
+
+    def apply_changelog_batch(self, batch: Iterable, to_key: Any, to_value: Any) -> None:
+        by_partition: dict[int, list] = {}
+        for event in batch:
+            m = event.message
+            by_partition.setdefault(m.partition, []).append((m.key, m.value, m.offset))
+        for partition, records in by_partition.items():
+            self.metrics.restored.inc(changelog.merge(self.history_store, partition, records))
+
+    async def on_stop(self) -> None:
+        if self._positions:
+            self.write({})
+
+    # -- the mapping faust's Table reads through (not the worker's hot path) -------------
+
+    def _get(self, key: bytes) -> bytes | None:
+        return self.history_store.get(int.from_bytes(key, "big")) if len(key) == 8 else None
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        if value is not None:
+            self.history_store.apply({int.from_bytes(key, "big"): value})
+
+    def _del(self, key: bytes) -> None:
+        pass  # histories are never deleted: a tombstone on the changelog is skipped, as by the default engine
+
+    def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
+        for user, value in self.history_store.items():
+            yield changelog_key(user), value
+
+    def _iterkeys(self) -> Iterator[bytes]:
+        return (k for k, _ in self._iteritems())
+
+    def _itervalues(self) -> Iterator[bytes]:
+        return (v for _, v in self._iteritems())
+
+    def _size(self) -> int:
+        return sum(1 for _ in self._iteritems())
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
+
+    def _clear(self) -> None:
+        pass  # a faust-initiated reset would wipe state other engines share: never
+
+    def reset_state(self) -> None:
+        pass  # likewise: stale histories are harmless, the changelog merge keeps the newer
+
+    def backup_partition(self, tp, flush: bool = True, purge: bool = False, keep: int = 1) -> None:
+        raise NotImplementedError("back up the state folder with RocksDB's own tools")
+
+    def restore_backup(self, tp, latest: bool = True, backup_id: int = 0) -> None:
+        raise NotImplementedError("back up the state folder with RocksDB's own tools")
+
+
+class _EndOffsetsThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Changelog ends from fetch responses' high watermark, not ListOffsets: the embedded Tansu
+    broker answers ListOffsets(latest) with the last batch's base offset + 1, short of the
+    real end whenever that batch holds several records, and faust's recovery would then
+    stop short of the newest histories (or refuse a store that is ahead: ConsistencyError).
+    On Kafka both give the log end; this costs one fetch per partition at a rebalance."""
+
+    async def _highwaters(self, partitions: list) -> dict:
+        listed = await super()._highwaters(partitions)
+        return await fetched_ends(self._ensure_consumer()._client, listed)
+
+
+class _EndOffsetsConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> _EndOffsetsThread:
+        return _EndOffsetsThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class EndOffsetsTransport(aiokafka_driver.Transport):
+    """faust's Kafka transport with `_EndOffsetsThread` (broker URLs `unisar-kafka://`)."""
+
+    Consumer = _EndOffsetsConsumer
+
+
+faust_transports.TRANSPORTS.aliases.setdefault("unisar-kafka", f"{__name__}:EndOffsetsTransport")
+
+
+async def fetched_ends(client, listed: dict) -> dict:
+    """The end offset of each partition as a fetch from `listed[tp] - 1` reports it."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=client._bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        consumer.assign(list(listed))
+        for tp, end in listed.items():
+            consumer.seek(tp, max(0, (end or 0) - 1))
+        ends = dict(listed)
+        pending = set(listed)
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+            for tp in list(pending):
+                high = consumer.highwater(tp)
+                if high is not None:
+                    ends[tp] = max(ends[tp] or 0, high)
+                    pending.discard(tp)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+class HistoryTable(faust.Table):
+    """A faust Table whose store is given, not named by URL."""
+
+    def __init__(self, *args: Any, store_factory: Any, **kwargs: Any) -> None:
+        self._store_factory = store_factory
+        super().__init__(*args, **kwargs)
+
+    def _new_store(self):
+        return self._store_factory(self)
+
+
+class FaustWorker:
+    """The app, its topics and table, and the agent's batch handler."""
+
+    def __init__(self, settings: Settings, store: HistoryStore, metrics: WorkerMetrics,
+                 partitions: dict[str, int]) -> None:
+        """`partitions`: each topic's partition count (stream.kafka.ensure_topics)."""
+        s = self.settings = settings
+        self.events_partitions = partitions[s.events_topic]
+        self.samples_partitions = partitions[s.samples_topic]
+        self.store, self.metrics = store, metrics
+        self.limits = hist.Limits(s.max_rec, s.max_search, s.max_clicks)
+        self.app = faust.App(
+            s.group, broker=[f"unisar-kafka://{b.strip()}" for b in s.brokers.split(",")],
+            datadir=f"{s.state_dir}/faust", web_enabled=False, processing_guarantee="at_least_once",
+            topic_partitions=self.events_partitions, table_standby_replicas=1, consumer_auto_offset_reset="earliest",
+            broker_commit_interval=s.commit_interval_s, broker_session_timeout=10,
+            broker_heartbeat_interval=2, broker_max_poll_records=s.max_poll_records,
+            stream_buffer_maxsize=max(4096, s.max_poll_records), producer_linger=0.005,
+            producer_max_batch_size=512 * 1024, producer_max_request_size=8 << 20,
+            producer_acks=-1)
+        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.events = self.app.topic(s.events_topic, **raw)
+        self.table = self.app.tables.add(HistoryTable(
+            self.app, name=TABLE, default=None, partitions=self.events_partitions, beacon=self.app.tables.beacon,
+            changelog_topic=self.app.topic(s.changelog_topic, partitions=self.events_partitions, compacting=True, **raw),
+            store_factory=self._new_store, key_type=bytes, value_type=bytes,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")))
+        self.app.agent(self.events, name="events")(self._agent)
+        self.app.timer(max(1.0, s.commit_interval_s), name="lag")(self._observe)
+        self.app.on_rebalance_complete.connect(self._on_rebalanced)
+        self._progress: dict = {}  # events partition -> (position, since when)
+        self._reseeked: set = set()
+        self.failure: str | None = None  # why the worker must stop, found by the watchdog
+
+    async def run(self, stop) -> None:
+        """Run the app until `stop` is set; stopping flushes and commits what it has read."""
+        await self.app.start()
+        try:
+            while not stop.is_set() and not self.app.crashed and self.failure is None:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.app.stop()
+        if self.app.crashed:
+            raise EngineFailure(f"the faust app crashed: {self.app.crash_reason!r}")
+        if self.failure is not None:
+            raise EngineFailure(self.failure)
+        log.info("faust worker stopped cleanly")
+
+    def _new_store(self, table: HistoryTable) -> HistoryTableStore:
+        return HistoryTableStore(
+            "unisar://", self.app, table, table_name=table.name, key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw", loop=table.loop, history_store=self.store,
+            metrics=self.metrics)
+
+    async def _agent(self, stream) -> None:
+        async for batch in stream.take_events(self.settings.max_poll_records, within=0.05):
+            await self.handle(batch)
+
+    async def handle(self, batch: list) -> None:
+        """Step one batch: emit, flush to the broker, store the histories. faust acks the
+        events when this returns."""
+        s, producer, started = self.settings, self.app.producer, time.monotonic()
+        runs: dict[int, list] = {}
+        for event in batch:
+            runs.setdefault(event.message.partition, []).append(FaustRecord.of(event.message))
+        histories: dict[int, bytes] = {}
+        partition_of: dict[int, int] = {}
+        for partition, records in runs.items():
+            out = step_partition(partition, records, histories, self.store.get_many, self.events_partitions,
+                                 self.limits)
+            for user in out.loaded:
+                partition_of[user] = partition
+            for home, record, headers in out.forwards:
+                await producer.send(s.events_topic, record.key, record.value, home, record.timestamp / 1000, headers)
+            for key, sample in out.samples:
+                await producer.send(s.samples_topic, key, sample, partition % self.samples_partitions, None, None)
+            for record, why in out.dead_letters:
+                headers = dead_letter_headers(why, f"{s.events_topic}/{partition}/{record.offset}")
+                await producer.send(s.dlq_topic, record.key, record.value, 0, None, headers)
+                self.metrics.count_dead_letter(why.stage)
+            self.metrics.count_step(out.counts)
+        for user, value in histories.items():
+            self.table.send_changelog(partition_of[user], changelog_key(user), value)
+        await producer.flush()
+        self.table.data.write(histories)
+        done = time.time()
+        for records in runs.values():
+            for record in records:
+                self.metrics.processing.observe(max(0.0, done - record.timestamp / 1000))
+        self.metrics.commit.observe(time.monotonic() - started)
+        self.metrics.users.set(self.store.approximate_users())
+
+    def owned(self) -> list:
+        return [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic]
+
+    async def _on_rebalanced(self, sender: Any = None, **kwargs: Any) -> None:
+        owned = self.owned()
+        self.metrics.partitions.set(len(owned))
+        self.metrics.lag.clear()
+        log.info("faust worker owns events partitions %s", sorted(tp.partition for tp in owned))
+
+    async def _observe(self) -> None:
+        """Export the lag; watch for a partition that has events to read but stopped moving."""
+        consumer, now = self.app.consumer, time.monotonic()
+        owned = self.owned()
+        for tp in owned:
+            position = await consumer.position(tp)
+            if position is None:
+                continue
+            lag = max(0, (consumer.highwater(tp) or 0) - position)
+            self.metrics.lag.labels(str(tp.partition)).set(lag)
+            last, since = self._progress.get(tp, (None, now))
+            if lag == 0 or position != last:
+                self._progress[tp] = (position, now)
+                continue
+            stalled = now - since
+            if stalled >= 3 * STALL_S:
+                self.failure = (f"events partition {tp.partition} stalled for {stalled:.0f} s at offset {position} "
+                                f"with {lag} events to read, after a seek; restart the worker")
+            elif stalled >= STALL_S and tp not in self._reseeked:
+                # faust-streaming can leave a partition without fetches after a rebalance
+                # (faust-streaming/faust#629); a seek to the same offset restarts its fetches.
+                log.warning("events partition %d stalled for %.0f s at offset %d with %d to read: seeking",
+                            tp.partition, stalled, position, lag)
+                self._reseeked.add(tp)
+                await consumer.seek(tp, position)
+        for tp in set(self._progress) - set(owned):
+            del self._progress[tp]
+            self._reseeked.discard(tp)
