@@ -50,7 +50,42 @@ STALL_S = 15.0  # an owned partition with events to read and no progress this lo
 
 
 class EngineFailure(RuntimeError):
-    """The faust app cannot go on (it crashed, or a partition stalled): the worker exits 3."""
+    """The faust app cannot go on (it crashed, or a partition stopped reading while events
+    kept arriving): the worker exits 3. A broker that does not answer is not this: the
+    worker waits for it, as the default engine does."""
+
+
+class StallWatch:
+    """Tells a stalled partition from a slow or idle one: a partition with events to read
+    whose position has not moved for STALL_S is sought once ("seek"); if it still has not
+    moved after 3 x STALL_S while new events kept arriving (so the broker answers), the
+    worker must stop ("fail"). A partition with nothing to read, or a broker that does not
+    answer (no new events seen), never fails."""
+
+    def __init__(self, stall_s: float = STALL_S) -> None:
+        self.stall_s = stall_s
+        self._since: dict[int, tuple[int, int, float]] = {}  # partition -> (position, highwater, since)
+        self._sought: set[int] = set()
+
+    def observe(self, partition: int, position: int, high: int, now: float) -> str:
+        last, high_then, since = self._since.get(partition, (None, high, now))
+        if high <= position or position != last:
+            self._since[partition] = (position, high, now)
+            self._sought.discard(partition)
+            return "ok"
+        stalled = now - since
+        if stalled >= 3 * self.stall_s and high > high_then and partition in self._sought:
+            return "fail"
+        if stalled >= self.stall_s and partition not in self._sought:
+            self._sought.add(partition)
+            return "seek"
+        return "ok"
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget partitions no longer owned."""
+        for p in set(self._since) - partitions:
+            del self._since[p]
+            self._sought.discard(p)
 
 
 class HistoryTableStore(SerializedStore):
@@ -228,8 +263,7 @@ class FaustWorker:
         self.app.agent(self.events, name="events")(self._agent)
         self.app.timer(max(1.0, s.commit_interval_s), name="lag")(self._observe)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
-        self._progress: dict = {}  # events partition -> (position, since when)
-        self._reseeked: set = set()
+        self.watch = StallWatch()
         self.failure: str | None = None  # why the worker must stop, found by the watchdog
 
     async def run(self, stop) -> None:
@@ -307,26 +341,23 @@ class FaustWorker:
         consumer, now = self.app.consumer, time.monotonic()
         owned = self.owned()
         for tp in owned:
-            position = await consumer.position(tp)
+            try:
+                position = await consumer.position(tp)
+            except Exception:  # noqa: BLE001 - e.g. revoked by a rebalance since `owned`: next tick
+                continue
             if position is None:
                 continue
-            lag = max(0, (consumer.highwater(tp) or 0) - position)
+            high = consumer.highwater(tp) or 0
+            lag = max(0, high - position)
             self.metrics.lag.labels(str(tp.partition)).set(lag)
-            last, since = self._progress.get(tp, (None, now))
-            if lag == 0 or position != last:
-                self._progress[tp] = (position, now)
-                continue
-            stalled = now - since
-            if stalled >= 3 * STALL_S:
-                self.failure = (f"events partition {tp.partition} stalled for {stalled:.0f} s at offset {position} "
-                                f"with {lag} events to read, after a seek; restart the worker")
-            elif stalled >= STALL_S and tp not in self._reseeked:
+            action = self.watch.observe(tp.partition, position, high, now)
+            if action == "seek":
                 # faust-streaming can leave a partition without fetches after a rebalance
                 # (faust-streaming/faust#629); a seek to the same offset restarts its fetches.
-                log.warning("events partition %d stalled for %.0f s at offset %d with %d to read: seeking",
-                            tp.partition, stalled, position, lag)
-                self._reseeked.add(tp)
+                log.warning("events partition %d stopped at offset %d with %d to read: seeking", tp.partition,
+                            position, lag)
                 await consumer.seek(tp, position)
-        for tp in set(self._progress) - set(owned):
-            del self._progress[tp]
-            self._reseeked.discard(tp)
+            elif action == "fail":
+                self.failure = (f"events partition {tp.partition} stopped at offset {position} while new events "
+                                f"kept arriving, and a seek did not help; restart the worker")
+        self.watch.keep({tp.partition for tp in owned})
