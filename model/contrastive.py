@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.layers import gather
 from model.precision import full
 
 
@@ -137,10 +138,10 @@ class QueryItemRelevance(nn.Module):
         # log-sum-exp per distinct query (and per distinct item), not per pair
         uq, iq = torch.unique(pair_q, return_inverse=True)
         ui, ii = torch.unique(pair_i, return_inverse=True)
-        a_q, a_i = V_query[uq] @ self.W, V_item[ui] @ self.W  # (Uq, d), (Ui, d)
-        pos_q = torch.tanh((a_q[iq] * V_item[pair_i]).sum(-1)) / tau  # (P,) query -> item
-        pos_i = torch.tanh((a_i[ii] * V_query[pair_q]).sum(-1)) / tau  # (P,) item -> query
-        L_q = info_nce_shared(a_q, V_item[neg_items], tau, pos_q, iq, item_rows[pair_i], item_rows[neg_items])
-        L_i = info_nce_shared(a_i, V_query[neg_queries], tau, pos_i, ii, pair_q, neg_queries)
+        a_q, a_i = gather(V_query, uq) @ self.W, gather(V_item, ui) @ self.W  # (Uq, d), (Ui, d)
+        pos_q = torch.tanh((gather(a_q, iq) * gather(V_item, pair_i)).sum(-1)) / tau  # (P,) query -> item
+        pos_i = torch.tanh((gather(a_i, ii) * gather(V_query, pair_q)).sum(-1)) / tau  # (P,) item -> query
+        L_q = info_nce_shared(a_q, gather(V_item, neg_items), tau, pos_q, iq, item_rows[pair_i], item_rows[neg_items])
+        L_i = info_nce_shared(a_i, gather(V_query, neg_queries), tau, pos_i, ii, pair_q, neg_queries)
         return 0.5 * (L_q + L_i)
 

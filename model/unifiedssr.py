@@ -75,7 +75,7 @@ import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, sampled_bce
+from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, gather, sampled_bce
 from model.precision import full
 
 TASKS = ("rec", "search")
@@ -257,10 +257,10 @@ class UnifiedSSRNet(nn.Module):
     def forward(self, step: StepTensors, task: str, V: torch.Tensor, V_query: torch.Tensor):
         t = step.tasks[task]
         u = self.embed.user(t.user)  # (B, d)
-        v = V[t.candidates]  # (B, C, d) e^p of each candidate
+        v = gather(V, t.candidates)  # (B, C, d) e^p of each candidate
         if task == "rec":
             valid = t.rec_items != 0  # (B, R)
-            H = self.encoder.recommend(self.inputs(V[t.rec_items], u, valid), valid)
+            H = self.encoder.recommend(self.inputs(gather(V, t.rec_items), u, valid), valid)
             F_p, I_p = self.sessions(H, valid)
             f = last(F_p, valid.sum(1))  # (B, d)
             logits = (v @ f.unsqueeze(-1)).squeeze(-1)  # Eq. 10
@@ -285,8 +285,8 @@ class UnifiedSSRNet(nn.Module):
         queries = torch.cat([t.search_query, torch.zeros_like(t.search_query[:, :1])], 1)  # (B, S + 1)
         queries = queries.scatter(1, n.unsqueeze(1), t.query.unsqueeze(1))  # the search's own query after the history
         valid_q = torch.cat([valid_p, torch.zeros_like(valid_p[:, :1])], 1).scatter(1, n.unsqueeze(1), True)
-        H_p, H_q = self.encoder.search(self.inputs(clicks, u, valid_p), self.inputs(V_query[queries], u, valid_q),
-                                       valid_p, valid_q)
+        H_p, H_q = self.encoder.search(self.inputs(clicks, u, valid_p),
+                                       self.inputs(gather(V_query, queries), u, valid_q), valid_p, valid_q)
         F_p, I_p = self.sessions(H_p, valid_p)
         F_q, I_q = self.sessions(H_q, valid_q)
         w = torch.sigmoid(self.omega)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from model.batch import UNKNOWN, StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.contrastive import QueryItemRelevance, TransitionAlignment
-from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, mlp
+from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, gather, mlp
 from model.precision import full
 
 TASKS = ("rec", "search")
@@ -129,7 +129,7 @@ class Embeddings(nn.Module):
         if self.feature_proj is not None and step.item_categories is not None:  # else: features absent, zero
             caption = step.item_caption
             n_words = (caption != 0).sum(1, keepdim=True).clamp_min(1)
-            features = torch.cat([W[step.item_categories].flatten(1), W[caption].sum(1) / n_words], -1)
+            features = torch.cat([gather(W, step.item_categories).flatten(1), gather(W, caption).sum(1) / n_words], -1)
             x = x + features @ self.feature_proj.T  # row 0 of W is the zero padding word
         return torch.tanh(x) * (rows != 0).unsqueeze(-1)
 
@@ -247,10 +247,10 @@ class UniSARNet(nn.Module):
         cfg, t = self.cfg, step.tasks[task]
         # behaviours: a rec slot is its item; a search slot its query plus the mean of its clicks
         rec_mask, search_mask = t.rec_items != 0, t.search_query != 0  # (B, R), (B, S)
-        E_rec = V_item[t.rec_items]  # (B, R, d)
+        E_rec = gather(V_item, t.rec_items)  # (B, R, d)
         B, S, K = t.search_clicks.shape
         clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V_item, mode="mean", padding_idx=0)
-        E_search = V_query[t.search_query] + clicks.view(B, S, -1)  # (B, S, d)
+        E_search = gather(V_query, t.search_query) + clicks.view(B, S, -1)  # (B, S, d)
 
         # transition extraction
         X_r2r, X_s2s = E_rec + self.pos_rec, E_search + self.pos_search
@@ -263,9 +263,9 @@ class UniSARNet(nn.Module):
         F_search = self.fuse_search(H_s2s, H_r2s, search_mask.unsqueeze(1))  # (B, S, d)
 
         # target attention and prediction, per candidate item
-        v = V_item[t.candidates]  # (B, C, d)
+        v = gather(V_item, t.candidates)  # (B, C, d)
         C = v.shape[1]
-        q = V_query[t.query].unsqueeze(1) if task == "search" else self.rec_query.expand(B, -1).unsqueeze(1)
+        q = gather(V_query, t.query).unsqueeze(1) if task == "search" else self.rec_query.expand(B, -1).unsqueeze(1)
         x = torch.cat(
             [
                 self.attend_rec(F_rec, rec_mask, v),

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from model.batch import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total
+from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, gather
 from model.precision import full
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
@@ -149,7 +149,7 @@ class USER(nn.Module):
         x = self.item(step.item_rows)
         if self.caption is not None and step.item_caption is not None:
             caption = step.item_caption
-            mean = W[caption].sum(1) / (caption != 0).sum(1, keepdim=True).clamp_min(1)  # row 0 of W is zero
+            mean = gather(W, caption).sum(1) / (caption != 0).sum(1, keepdim=True).clamp_min(1)  # row 0 of W is zero
             x = x + mean @ self.caption.T
         return x * (step.item_rows != 0).unsqueeze(-1)
 
@@ -158,7 +158,8 @@ class USER(nn.Module):
         (B, L) which positions are behaviours."""
         B, S, K = t.search_clicks.shape
         clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V, mode="mean", padding_idx=0).view(B, S, -1)
-        E = torch.cat([V[t.rec_items], self.search(torch.cat([Q[t.search_query], clicks], -1))], 1)  # slot order
+        searches = self.search(torch.cat([gather(Q, t.search_query), clicks], -1))
+        E = torch.cat([gather(V, t.rec_items), searches], 1)  # slot order
         E = E.gather(1, t.mixed.unsqueeze(-1).expand(-1, -1, E.shape[-1]))  # time order
         kind = (t.mixed >= t.rec_items.shape[1]).long()  # REC or SEARCH
         valid = t.session >= 0
@@ -177,7 +178,7 @@ class USER(nn.Module):
             I_s = H[:, -1]
         else:
             H, I_s = tokens, I
-        r = V[t.candidates]  # (B, C, d)
+        r = gather(V, t.candidates)  # (B, C, d)
         sims = [I, I_s]
         features = [F.cosine_similarity(v.unsqueeze(1), r, dim=-1) for v in sims]
         if self.history_encoder is not None:
