@@ -127,3 +127,25 @@ def test_a_cold_item_is_scored_through_its_catalogue_features(batch_samples):
         scores[features] = (before, learner.score(probe, n_negatives=5, seed=3)["rec"][:, 0])
     assert not torch.allclose(*scores[True])
     assert torch.equal(*scores[False])
+
+
+@pytest.mark.parametrize("use_mmoe", [True, False])
+def test_prediction_layer_splits_its_input_without_changing_the_maths(use_mmoe):
+    """The prediction layer multiplies the per-row part (user, query) once per row, not once
+    per candidate; the result is the layer applied to the concatenation."""
+    from model.unisar import Predictor, UniSARConfig
+
+    torch.manual_seed(0)
+    cfg = UniSARConfig(n_users=10, n_items=10, n_words=10, use_mmoe=use_mmoe)
+    layer = Predictor(cfg).eval()
+    x, row = torch.randn(3, 7, 3 * cfg.d), torch.randn(3, 2 * cfg.d)
+    joined = torch.cat([x, row.unsqueeze(1).expand(-1, 7, -1)], -1)
+    if use_mmoe:
+        bottom, experts = layer.bottom, layer.bottom.experts_of["search"]
+        w, b = bottom.expert_w[experts].flatten(0, 1), bottom.expert_b[experts].flatten()
+        h = torch.relu(torch.nn.functional.linear(joined, w, b)).unflatten(-1, (len(experts), bottom.d_e))
+        h = (bottom.gates["search"](joined).softmax(-1).unsqueeze(-1) * h).sum(-2)
+    else:
+        h = layer.bottom["search"](joined)
+    expected = layer.heads["search"](layer.towers["search"](h)).squeeze(-1)
+    assert torch.allclose(layer(x, row, "search"), expected, atol=1e-6)
