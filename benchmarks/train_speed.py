@@ -131,13 +131,14 @@ def hardware(device: str) -> dict:
     return out
 
 
-def profile_step(learner: Learner, samples: list[Sample], top: int = 12) -> str:
-    """torch.profiler's table of one training step, the `top` operators by self time."""
+def profile_call(learner: Learner, call, top: int = 12) -> str:
+    """torch.profiler's table of `call()` (one training step, one evaluation batch), the
+    `top` operators by self time."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if learner.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        learner.learn_many(samples)
+        call()
     key = "self_cuda_time_total" if learner.device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=top)
 
@@ -171,7 +172,10 @@ def measure(args, precision: str, steps: list, eval_sets: list, sync) -> dict:
     eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
     print(f"[{precision}] eval: {eval_rate:,.0f} samples/s (100 candidates each)", flush=True)
     if args.profile:
-        print(f"[{precision}] profile of one training step:\n{profile_step(learner, steps[0])}", flush=True)
+        print(f"[{precision}] profile of one training step:\n"
+              f"{profile_call(learner, lambda: learner.learn_many(steps[0]))}", flush=True)
+        print(f"[{precision}] profile of one evaluation batch:\n"
+              f"{profile_call(learner, lambda: learner.score(eval_sets[0]))}", flush=True)
     return {"train": train_rate, "eval": eval_rate, "ceiling": ceiling, "flops": flops, "peak": peak}
 
 

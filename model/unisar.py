@@ -183,8 +183,10 @@ class CGC(nn.Module):
         gate = self.gates[task]
         h = split_linear(x, row, w, b)
         experts = self.dropout(F.relu(h)).unflatten(-1, (len(idx), self.d_e))
-        weights = split_linear(x, row, gate.weight, gate.bias).softmax(-1).unsqueeze(-1)  # (B, C, n, 1)
-        return (weights * experts).sum(-2)
+        weights = split_linear(x, row, gate.weight, gate.bias).softmax(-1)  # (B, C, n)
+        # the gate's weighted sum as a product: 3-7x faster on CPU than multiply-then-sum,
+        # which writes the whole (B, C, n, d_e) product to memory first
+        return (weights.unsqueeze(-2) @ experts).squeeze(-2)
 
 
 def split_linear(x: torch.Tensor, row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

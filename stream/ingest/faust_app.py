@@ -4,8 +4,10 @@ and the same metrics as the default engine (stream.ingest.worker), with faust do
 is for: the consumer group and its assignor, a Table whose changelog follows its partition
 (restored on assignment, mirrored by standby replicas), offset commits.
 
-- One agent takes the events in batches (`take_events`, the fastest faust pattern measured:
-  benchmarks/ingest.py), groups them by partition and calls the step on each run.
+- One agent takes the events in batches (`take_events`: the step's store reads, the flush
+  and the RocksDB write are paid per batch, not per event), groups them by partition and
+  calls the step on each run. faust still hands over events one at a time, which bounds the
+  rate (benchmarks/ingest.py prints both engines).
 - The Table's store is `HistoryTableStore`: faust's store interface over the project's
   RocksDB store (rocksdict, explicit bytes, never pickle), so the state folder holds the same
   records whichever engine wrote it.
