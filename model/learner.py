@@ -311,6 +311,8 @@ class Learner:
         Learns nothing."""
         if not isinstance(batch, Batch):
             batch = collate(batch, self.limits)
+        if not len(batch):  # e.g. only rec exposures, which are not ranked: nothing to score
+            return {}
         rng = np.random.default_rng([self.seed if seed is None else seed, self.step, 1])
         step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude,
                          negatives=negatives, catalogue=self.feature_catalogue())

@@ -277,7 +277,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         share = self.settings.score_share
         tested = samples if share >= 1 else [s for s in samples if scored(s.event_id, share)]
         batch = collate(tested, self.learner.limits)  # the clicks scored (all of them: also the ones learnt)
-        if tested and len(self.learner.ids["items"]) > 2 * 100:
+        if len(batch) and len(self.learner.ids["items"]) > 2 * 100:
             known = self.learner.ids["items"]
             for task, scores in self.learner.score(batch).items():
                 self.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)

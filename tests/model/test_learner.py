@@ -174,6 +174,16 @@ def test_rec_exposures_as_labelled_negatives_train_every_model(name, batch_sampl
     assert learner.exposures == (name != "user") and (terms == {}) == (name == "user")  # USER's softmax needs a click
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_batch_with_nothing_to_rank_scores_to_nothing(name, batch_samples):
+    """Only rec exposures (not ranked) or no samples at all: no scores, no error. A trainer
+    scoring a share of a small batch met this and stopped (benchmarks/freshness.py)."""
+    learner = Learner(name, **tiny(name))
+    learner.learn_many(batch_samples)
+    exposures_only = [s for s in batch_samples if s.task == "rec" and s.label == 0]
+    assert exposures_only and learner.score(exposures_only) == {} and learner.score([]) == {}
+
+
 def test_an_exposure_lowers_the_score_of_the_item_shown(batch_samples):
     shown = next(s for s in batch_samples if s.task == "rec" and s.label == 0)
     clicked = dataclasses.replace(shown, label=1)
