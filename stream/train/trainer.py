@@ -123,7 +123,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self._consumer = self._new_consumer()
         self._consumer.subscribe([s.samples_topic], listener=self)
         await self._consumer.start()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=4 * s.batch_size)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=s.batch_size)
         fetcher = asyncio.create_task(self._fetch(queue, stop))
         # Data-parallel ranks would each take catalogue records at their own time, and their
         # models must stay identical: the catalogue is read by a single trainer only.
@@ -192,14 +192,21 @@ class ContinualTrainer(ConsumerRebalanceListener):
         deadline, samples = None, 0  # entries of shed runs take no place in the batch
         while samples < self.settings.batch_size and not stop.is_set():
             if not queue.empty():  # take what is there without a wait_for per item
-                batch.append(queue.get_nowait())
+                entry = queue.get_nowait()
             else:
                 timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    batch.append(await asyncio.wait_for(queue.get(), timeout))
+                    entry = await asyncio.wait_for(queue.get(), timeout)
                 except asyncio.TimeoutError:
                     break  # a partial batch after max_wait_s, or none: the caller may do idle work
-            samples += not isinstance(batch[-1][2], Shed)
+            partition, offset, item = entry
+            # A sample that went stale while it waited in the queue (during the last step) is
+            # shed here, taking no place: else a batch would fill with the oldest samples and
+            # lose most of them at admission, and the trainer would step on small batches.
+            if isinstance(item, sample_codec.Sample) and self.admission.is_stale(item.ingest_ms, time.time()):
+                entry = (partition, offset, Shed(1))
+            batch.append(entry)
+            samples += not isinstance(entry[2], Shed)
             if deadline is None:
                 deadline = time.monotonic() + self.settings.max_wait_s
         return batch

@@ -1,0 +1,45 @@
+"""The trainer's batch forming: samples that went stale while queued are shed there, in
+order, and take no place in the batch (else a batch fills with the oldest samples and loses
+most of them at admission)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+from stream.contract.history import History
+from stream.contract.samples import Sample
+from stream.train.admission import Admission
+from stream.train.trainer import ContinualTrainer, Shed
+
+
+def sample(n: int, age_s: float) -> Sample:
+    return Sample(f"e{n}", 1, 1, "rec", (5,), 1, (), History(-1, (), ()), int((time.time() - age_s) * 1000))
+
+
+def next_batch(entries: list, batch_size: int, max_staleness_s: float | None) -> list:
+    trainer = object.__new__(ContinualTrainer)  # only what batch forming reads
+    trainer.settings = SimpleNamespace(batch_size=batch_size, max_wait_s=0.05)
+    trainer.admission = Admission(100, max_staleness_s)
+
+    async def run() -> list:
+        queue: asyncio.Queue = asyncio.Queue()
+        for entry in entries:
+            queue.put_nowait(entry)
+        return await trainer._next_batch(queue, asyncio.Event())
+
+    return asyncio.run(run())
+
+
+def test_stale_samples_are_shed_in_order_and_fresh_ones_fill_the_batch():
+    entries = [(0, i, sample(i, 10.0)) for i in range(5)] + [(0, 5 + i, sample(5 + i, 0.1)) for i in range(4)]
+    batch = next_batch(entries, batch_size=3, max_staleness_s=2.0)
+    assert [offset for _, offset, _ in batch] == list(range(8))  # offsets stay in order: none skipped
+    assert all(isinstance(item, Shed) and item.count == 1 for _, _, item in batch[:5])
+    assert [item.event_id for _, _, item in batch[5:]] == ["e5", "e6", "e7"]  # three fresh samples: full
+
+
+def test_without_a_staleness_bound_nothing_is_shed():
+    entries = [(0, i, sample(i, 10.0)) for i in range(4)]
+    batch = next_batch(entries, batch_size=3, max_staleness_s=None)
+    assert [item.event_id for _, _, item in batch] == ["e0", "e1", "e2"]
