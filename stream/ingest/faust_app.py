@@ -8,9 +8,11 @@ is for: the consumer group and its assignor, a Table whose changelog follows its
   and the RocksDB write are paid per batch, not per event), groups them by partition and
   calls the step on each run. faust still hands over events one at a time, which bounds the
   rate (benchmarks/ingest.py prints both engines).
-- The Table's store is `HistoryTableStore`: faust's store interface over the project's
-  RocksDB store (rocksdict, explicit bytes, never pickle), so the state folder holds the same
-  records whichever engine wrote it.
+- The Table's store is `HistoryTableStore` (stream.ingest.faust_table): faust's store
+  interface over the project's RocksDB store (rocksdict, explicit bytes, never pickle), so
+  the state folder holds the same records whichever engine wrote it.
+- The broker is reached through faust's Kafka transport with end offsets read from fetches
+  (stream.ingest.faust_transport), which the embedded broker needs for table recovery.
 - Durability has the default engine's order: each batch's samples, dead letters, forwards
   and changelog records are flushed to the broker, then its histories are written to
   RocksDB in one WriteBatch, and only then does faust ack the events, whose offsets it
@@ -29,21 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
-from faust.stores.base import SerializedStore
-from faust.transport import drivers as faust_transports
-from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from ops.metrics import WorkerMetrics
 from ops.settings import Settings
 from state.store import HistoryStore
 from stream.contract import history as hist
 from stream.contract.events import dead_letter_headers
-from stream.ingest import changelog
 from stream.ingest.changelog import changelog_key
+from stream.ingest.faust_table import HistoryTable, HistoryTableStore
+from stream.ingest.faust_transport import broker_urls
 from stream.ingest.partition_step import FaustRecord, step_partition
 
 log = logging.getLogger(__name__)
@@ -90,151 +89,6 @@ class StallWatch:
             self._sought.discard(p)
 
 
-class HistoryTableStore(SerializedStore):
-    """faust's store interface over a HistoryStore: keys are changelog keys (8-byte user ids),
-    values history records. The changelog position of each partition is the store's meta
-    entry `changelog/P`, the one the default engine keeps, written with the histories."""
-
-    def __init__(self, url: Any, app: faust.App, table: faust.Table, *, history_store: HistoryStore,
-                 metrics: WorkerMetrics, **kwargs: Any) -> None:
-        super().__init__(url, app, table, **kwargs)
-        self.history_store = history_store
-        self.metrics = metrics
-        self._positions: dict[int, int] = {}  # changelog offsets acknowledged, not yet stored
-
-    # -- what the worker uses ----------------------------------------------------------------
-
-    def write(self, histories: dict[int, bytes]) -> None:
-        """Store a batch's histories and the changelog positions acknowledged so far."""
-        positions, self._positions = self._positions, {}
-        self.history_store.apply(histories, {changelog.position_name(p): o for p, o in positions.items()})
-
-    # -- faust's recovery and standby replicas ---------------------------------------------
-
-    def persisted_offset(self, tp) -> int | None:
-        return self.history_store.get_meta(changelog.position_name(tp.partition))
-
-    def set_persisted_offset(self, tp, offset: int) -> None:
-        # Called as changelog records are acknowledged: kept until the histories they carry
-        # are stored (`write`), so the position never runs ahead of the state.
-        self._positions[tp.partition] = max(offset, self._positions.get(tp.partition, -1))
-
-    def apply_changelog_batch(self, batch: Iterable, to_key: Any, to_value: Any) -> None:
-        by_partition: dict[int, list] = {}
-        for event in batch:
-            m = event.message
-            by_partition.setdefault(m.partition, []).append((m.key, m.value, m.offset))
-        for partition, records in by_partition.items():
-            self.metrics.restored.inc(changelog.merge(self.history_store, partition, records))
-
-    async def on_stop(self) -> None:
-        if self._positions:
-            self.write({})
-
-    # -- the mapping faust's Table reads through (not the worker's hot path) -------------
-
-    def _get(self, key: bytes) -> bytes | None:
-        return self.history_store.get(int.from_bytes(key, "big")) if len(key) == 8 else None
-
-    def _set(self, key: bytes, value: bytes | None) -> None:
-        if value is not None:
-            self.history_store.apply({int.from_bytes(key, "big"): value})
-
-    def _del(self, key: bytes) -> None:
-        pass  # histories are never deleted: a tombstone on the changelog is skipped, as by the default engine
-
-    def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
-        for user, value in self.history_store.items():
-            yield changelog_key(user), value
-
-    def _iterkeys(self) -> Iterator[bytes]:
-        return (k for k, _ in self._iteritems())
-
-    def _itervalues(self) -> Iterator[bytes]:
-        return (v for _, v in self._iteritems())
-
-    def _size(self) -> int:
-        return sum(1 for _ in self._iteritems())
-
-    def _contains(self, key: bytes) -> bool:
-        return self._get(key) is not None
-
-    def _clear(self) -> None:
-        pass  # a faust-initiated reset would wipe state other engines share: never
-
-    def reset_state(self) -> None:
-        pass  # likewise: stale histories are harmless, the changelog merge keeps the newer
-
-    def backup_partition(self, tp, flush: bool = True, purge: bool = False, keep: int = 1) -> None:
-        raise NotImplementedError("back up the state folder with RocksDB's own tools")
-
-    def restore_backup(self, tp, latest: bool = True, backup_id: int = 0) -> None:
-        raise NotImplementedError("back up the state folder with RocksDB's own tools")
-
-
-class _EndOffsetsThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Changelog ends from fetch responses' high watermark, not ListOffsets: the embedded Tansu
-    broker answers ListOffsets(latest) with the last batch's base offset + 1, short of the
-    real end whenever that batch holds several records, and faust's recovery would then
-    stop short of the newest histories (or refuse a store that is ahead: ConsistencyError).
-    On Kafka both give the log end; this costs one fetch per partition at a rebalance."""
-
-    async def _highwaters(self, partitions: list) -> dict:
-        listed = await super()._highwaters(partitions)
-        return await fetched_ends(self._ensure_consumer()._client, listed)
-
-
-class _EndOffsetsConsumer(aiokafka_driver.Consumer):
-    def _new_consumer_thread(self) -> _EndOffsetsThread:
-        return _EndOffsetsThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class EndOffsetsTransport(aiokafka_driver.Transport):
-    """faust's Kafka transport with `_EndOffsetsThread` (broker URLs `unisar-kafka://`)."""
-
-    Consumer = _EndOffsetsConsumer
-
-
-faust_transports.TRANSPORTS.aliases.setdefault("unisar-kafka", f"{__name__}:EndOffsetsTransport")
-
-
-async def fetched_ends(client, listed: dict) -> dict:
-    """The end offset of each partition as a fetch from `listed[tp] - 1` reports it."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=client._bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        consumer.assign(list(listed))
-        for tp, end in listed.items():
-            consumer.seek(tp, max(0, (end or 0) - 1))
-        ends = dict(listed)
-        pending = set(listed)
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
-            await consumer.getmany(*pending, timeout_ms=200, max_records=1)
-            for tp in list(pending):
-                high = consumer.highwater(tp)
-                if high is not None:
-                    ends[tp] = max(ends[tp] or 0, high)
-                    pending.discard(tp)
-        return ends
-    finally:
-        await consumer.stop()
-
-
-class HistoryTable(faust.Table):
-    """A faust Table whose store is given, not named by URL."""
-
-    def __init__(self, *args: Any, store_factory: Any, **kwargs: Any) -> None:
-        self._store_factory = store_factory
-        super().__init__(*args, **kwargs)
-
-    def _new_store(self):
-        return self._store_factory(self)
-
-
 class FaustWorker:
     """The app, its topics and table, and the agent's batch handler."""
 
@@ -247,7 +101,7 @@ class FaustWorker:
         self.store, self.metrics = store, metrics
         self.limits = hist.Limits(s.max_rec, s.max_search, s.max_clicks)
         self.app = faust.App(
-            s.group, broker=[f"unisar-kafka://{b.strip()}" for b in s.brokers.split(",")],
+            s.group, broker=broker_urls(s.brokers),
             datadir=f"{s.state_dir}/faust", web_enabled=False, processing_guarantee="at_least_once",
             topic_partitions=self.events_partitions, table_standby_replicas=1, consumer_auto_offset_reset="earliest",
             broker_commit_interval=s.commit_interval_s, broker_session_timeout=10,
