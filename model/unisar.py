@@ -221,7 +221,9 @@ class Predictor(nn.Module):
             h = self.bottom(x, row, task)
         else:
             first, *rest = self.bottom[task]  # Linear, then its ReLU and dropout
-            h = nn.Sequential(*rest)(split_linear(x, row, first.weight, first.bias))
+            h = split_linear(x, row, first.weight, first.bias)
+            for layer in rest:
+                h = layer(h)
         return self.heads[task](self.towers[task](h)).squeeze(-1)
 
 
