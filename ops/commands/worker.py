@@ -43,18 +43,13 @@ def run(args: argparse.Namespace) -> int:
         fail(f"cannot open the RocksDB directory {settings.state_dir!r}: {exc}")
 
     async def main(stop) -> None:
-        partitions = await ensure_topics(settings)
-        if settings.engine == "faust":
-            from stream.ingest.faust_app import EngineFailure, FaustWorker
+        from stream.ingest.engines import EngineFailure, new_worker
 
-            try:
-                await FaustWorker(settings, store, metrics, partitions).run(stop)
-            except EngineFailure as exc:
-                fail(str(exc), code=3)
-        else:
-            from stream.ingest.worker import StreamWorker
-
-            await StreamWorker(settings, store, metrics).run(stop)
+        worker = new_worker(settings, store, metrics, await ensure_topics(settings))
+        try:
+            await worker.run(stop)
+        except EngineFailure as exc:
+            fail(str(exc), code=3)
 
     try:
         run_until_signalled(main)

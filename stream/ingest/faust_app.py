@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -41,19 +42,31 @@ from state.store import HistoryStore
 from stream.contract import history as hist
 from stream.contract.events import dead_letter_headers
 from stream.ingest.changelog import changelog_key
+from stream.ingest.engines import EngineFailure
 from stream.ingest.faust_table import HistoryTable, HistoryTableStore
 from stream.ingest.faust_transport import broker_urls
-from stream.ingest.partition_step import FaustRecord, step_partition
+from stream.ingest.partition_step import step_partition
 
 log = logging.getLogger(__name__)
 TABLE = "histories"
 STALL_S = 15.0  # an owned partition with events to read and no progress this long is stalled
 
 
-class EngineFailure(RuntimeError):
-    """The faust app cannot go on (it crashed, or a partition stopped reading while events
-    kept arriving): the worker exits 3. A broker that does not answer is not this: the
-    worker waits for it, as the default engine does."""
+@dataclass(frozen=True, slots=True)
+class FaustRecord:
+    """A faust message as the step reads it (faust's timestamp is in seconds)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list
+    offset: int
+    timestamp: int
+
+    @classmethod
+    def of(cls, message) -> FaustRecord:
+        headers = message.headers.items() if isinstance(message.headers, dict) else message.headers
+        return cls(message.key, message.value, list(headers or ()), message.offset,
+                   int(message.timestamp * 1000))
 
 
 class StallWatch:

@@ -3,7 +3,7 @@
 
 Pure apart from `load`, the store lookup of histories not yet in memory. A record is any
 object with `key`, `value`, `headers`, `offset` and `timestamp` (epoch ms): aiokafka's
-ConsumerRecord as it is, faust's message through `FaustRecord`.
+ConsumerRecord as it is, faust's message through stream.ingest.faust_app.FaustRecord.
 
 - a record that cannot be decoded, validated, routed or stepped is that record's fault: it
   becomes a dead letter with the stage and the reason, never the worker's end;
@@ -27,7 +27,6 @@ from stream.contract.events import Event, Rejection, failed, parse_event
 from stream.ingest.changelog import changelog_key
 
 FORWARDED = "unisar-forwarded-from"  # header of a forwarded event: b"PARTITION:OFFSET"
-KINDS = ("rec", "search")
 
 
 def home_partition(key: bytes, partitions: int) -> int:
@@ -48,23 +47,6 @@ def forwarded_from(headers, partitions: int, home: int) -> tuple[int, int] | Rej
         return Rejection("route", f"a {FORWARDED} header 'PARTITION:OFFSET' from another partition",
                          repr(bytes(raw[:40])))
     return partition, offset
-
-
-@dataclass(frozen=True, slots=True)
-class FaustRecord:
-    """A faust message as the step reads it (faust's timestamp is in seconds)."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: list
-    offset: int
-    timestamp: int
-
-    @classmethod
-    def of(cls, message) -> FaustRecord:
-        headers = message.headers.items() if isinstance(message.headers, dict) else message.headers
-        return cls(message.key, message.value, list(headers or ()), message.offset,
-                   int(message.timestamp * 1000))
 
 
 @dataclass
