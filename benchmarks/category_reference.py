@@ -26,6 +26,7 @@ from stream.contract.events import Rejection
 from stream.contract.files import read_items
 from stream.contract.offline import load_samples, split_heldout
 from stream.contract.history import Limits
+from stream.contract.items import ItemRecord
 
 USER_PRIOR = 2.0  # pseudo-behaviours of the global category mix added to a user's history
 ITEM_PRIOR = 0.1  # pseudo-clicks per item within its category
@@ -38,6 +39,8 @@ def read_categories(path) -> dict[int, int]:
     for line, record in read_items(path):
         if isinstance(record, Rejection):
             raise SystemExit(f"{path}:{line}: {record.reason}")
+        if not isinstance(record, ItemRecord):  # a user profile
+            continue
         if record.categories and record.categories[0]:
             category[record.item] = record.categories[0]
         else:

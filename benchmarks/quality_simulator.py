@@ -1,7 +1,8 @@
 """Model quality, the zoo side by side: UniSAR against popularity, SASRec, USER and
-UnifiedSSR and against its 'without mask' and 'without features' (ids only, no item
-catalogue) ablations, on simulated worlds or on MovieLens-100K (`--source movielens`: one
-fixed data set with derived searches, so its seeds replicate the training only), each trained
+UnifiedSSR and against its 'without mask' and 'without features' (ids only: no item features
+nor user profiles from the catalogue) ablations ('without user features' on request), on
+simulated worlds or on MovieLens-100K (`--source movielens`: one fixed data set with derived
+searches, so its seeds replicate the training only), each trained
 by `unisar fit` (its defaults: validation split, reduce-on-plateau, early stopping, best
 checkpoint) and scored by `unisar eval` on the latest 10% of all samples in event time
 (sampled ranking: the true item among 99 items the user never touched; ties count against
@@ -61,7 +62,9 @@ def models(unisar_set: list[str], unisar_fit: list[str]) -> dict[str, list[str]]
         "unifiedssr": ["--model", "unifiedssr"],
         "unisar": tuned,
         "unisar without mask": [*tuned, "--set", "use_mask=false"],
-        "unisar without features": [*tuned, "--set", "use_item_features=false"],  # ids only: the ablation
+        "unisar without features": [*tuned, "--set", "use_item_features=false",  # ids only: the ablation
+                                    "--set", "use_user_features=false"],
+        "unisar without user features": [*tuned, "--set", "use_user_features=false"],  # item features, no profiles
         "unisar with exposures": [*tuned, "--exposures"],  # rec exposures as labelled negatives (not by default)
     }
 

@@ -211,6 +211,7 @@ class TaskTensors:
     first: torch.Tensor | None = None  # (B,) bool: one row per sample (a search repeats per click)
     session: torch.Tensor | None = None  # (B, L) session of each mixed position (0 current), -1 padding
     label: torch.Tensor | None = None  # (B,) 1 a click, 0 a rec exposure (a labelled negative); None: all clicks
+    profile: torch.Tensor | None = None  # (B, F) the user's profile tokens, local word indices, 0 = none
 
 
 @dataclass
@@ -285,6 +286,7 @@ def encode(
     negatives: dict[str, np.ndarray] | None = None,
     unknown_rate: float = 0.0,
     catalogue=None,
+    profiles=None,
 ) -> tuple[StepTensors, dict[str, np.ndarray]]:
     """Map a batch's raw ids to table rows and sample its negatives.
 
@@ -302,6 +304,8 @@ def encode(
     negative queries (raw words). With a `catalogue` (model.catalogue), every item of the
     step, known or not, carries its category and caption tokens, mapped through the word
     table like query words; an item shown as unknown keeps its features (only its id is hidden).
+    With `profiles` (model.catalogue, by user id), each row carries its user's profile tokens
+    (`TaskTensors.profile`) through the same word vocabulary; a user without one, zeros.
     """
     def look(kind: str, ids: np.ndarray) -> np.ndarray:
         if not train:
@@ -399,21 +403,20 @@ def encode(
     # queries as bags of local word indices (no padding), over a vocabulary of distinct words
     # that item feature tokens share
     real = queries != 0
-    tokens = [queries[real]]
+    blocks = {}  # feature token blocks (raw tokens, 0 = none) that share the query words' vocabulary
     if catalogue is not None:
-        categories, caption = catalogue.lookup(np.concatenate(item_raw))
-        tokens += [categories[categories != 0], caption[caption != 0]]
+        blocks["item_categories"], blocks["item_caption"] = catalogue.lookup(np.concatenate(item_raw))
+    if profiles is not None:
+        blocks.update({("profile", task): profiles.lookup(rows.user)[0] for task, rows in batch.tasks.items()})
+    tokens = [queries[real], *(block[block != 0] for block in blocks.values())]
     distinct, inverse = np.unique(np.concatenate(tokens), return_inverse=True)
     word_rows = np.concatenate([np.zeros(1, np.int64), look("words", distinct)])
     local_words = np.split(inverse.astype(np.int64) + 1, np.cumsum([len(t) for t in tokens])[:-1])
     query_offsets = np.concatenate([[0], np.cumsum(real.sum(1))[:-1]])
-    features = {}
-    if catalogue is not None:
-        for name, block, words in (("item_categories", categories, local_words[1]),
-                                   ("item_caption", caption, local_words[2])):
-            local_block = np.zeros(block.shape, np.int64)
-            local_block[block != 0] = words
-            features[name] = torch.from_numpy(local_block)
+    local = {key: torch.from_numpy(_localised(block, words))
+             for (key, block), words in zip(blocks.items(), local_words[1:])}
+    for task in batch.tasks:
+        out[task].profile = local.pop(("profile", task), None)
 
     step = StepTensors(
         item_rows=torch.from_numpy(np.concatenate(item_rows)),
@@ -423,9 +426,17 @@ def encode(
         tasks=out,
         rel_items=torch.from_numpy(rel_items),
         rel_queries=torch.from_numpy(rel_query_index),
-        **features,
+        **local,  # the item features (the profiles went to their tasks)
     )
     return step, recycled
+
+
+def _localised(block: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """`block` of raw tokens with its non-zero entries replaced by `words`, their local indices
+    in the step's word vocabulary (0 stays 0)."""
+    out = np.zeros(block.shape, np.int64)
+    out[block != 0] = words
+    return out
 
 
 def _padded_rows(table, groups: list[np.ndarray]) -> np.ndarray:

@@ -9,7 +9,8 @@ It owns what a stream needs around the model: the id -> row tables (rows recycle
 go stale, their embedding and Adam state reset), the item pool negatives are drawn from
 (the item table itself: a bounded set of recently seen items, sampled uniformly, as the
 paper samples uniformly over its catalogue), a bounded pool of recent queries for L_Rel,
-and the optimisers:
+the local catalogue (item features and user profiles, joined by id at batch time), and the
+optimisers:
   - dense parameters: Adam, L2 on non-bias weights (coupled, as the reference);
   - embedding tables: SparseAdam on the rows a step touched, with the same L2 added to
     those rows' gradients. A 670k-row table therefore costs per step what the batch
@@ -34,37 +35,13 @@ from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_
 from model.catalogue import Catalogue
 from model.idtable import KINDS, IdTable
 from model.precision import autocast, use_bf16
+from model.querypool import QueryPool
 from model.registry import build, make_config
 from stream.contract.history import Limits
+from stream.contract.items import MAX_FIELDS, ItemRecord
 from stream.contract.samples import Sample
 
-FORMAT = 2  # 2: the item catalogue joined the checkpoint
-
-
-class QueryPool:
-    """A bounded ring of recent queries (raw word ids, padded): L_Rel's negative queries."""
-
-    def __init__(self, capacity: int, width: int) -> None:
-        self.words = np.zeros((capacity, width), np.int64)
-        self.size = self.next = 0
-
-    def add(self, queries: np.ndarray) -> None:
-        queries = queries[(queries != 0).any(1)][-len(self.words) :, : self.words.shape[1]]
-        at = (self.next + np.arange(len(queries))) % len(self.words)
-        self.words[at] = 0
-        self.words[at, : queries.shape[1]] = queries
-        self.next = int((self.next + len(queries)) % len(self.words))
-        self.size = min(len(self.words), self.size + len(queries))
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.words[rng.integers(0, self.size, n)] if self.size and n else self.words[:0]
-
-    def state_dict(self) -> dict:
-        return {"words": torch.from_numpy(self.words.copy()), "size": self.size, "next": self.next}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.words = state["words"].numpy().copy()
-        self.size, self.next = int(state["size"]), int(state["next"])
+FORMAT = 3  # 2: the item catalogue joined the checkpoint; 3: user profiles, catalogues keyed by token widths
 
 
 class Learner:
@@ -80,6 +57,7 @@ class Learner:
         unknown_rate: float = 0.05,
         query_pool: int = 50_000,
         catalogue_size: int | None = None,
+        profile_size: int | None = None,
         exposures: bool = False,
         precision: str = "fp32",
         device: str = "cpu",
@@ -102,11 +80,12 @@ class Learner:
             torch.manual_seed(seed)
             self.model = build(model, cfg).to(self.device)
         self.ids = {kind: IdTable(getattr(cfg, f"n_{kind}")) for kind in KINDS}
-        # item features, joined by item id at batch time (for a model that embeds them)
+        # item features and user profiles, joined by id at batch time (for a model that embeds them)
         self.catalogue = Catalogue(catalogue_size or max(cfg.n_items, Catalogue.DEFAULT_CAPACITY),
-                                   getattr(cfg, "category_levels", 2),
-                                   getattr(cfg, "caption_words", 16))
+                                   (getattr(cfg, "category_levels", 2), getattr(cfg, "caption_words", 16)))
+        self.profiles = Catalogue(profile_size or max(cfg.n_users, Catalogue.DEFAULT_CAPACITY), (MAX_FIELDS,))
         self._features = getattr(cfg, "use_item_features", False)
+        self._profiles = getattr(cfg, "use_user_features", False)
         self.queries = QueryPool(query_pool, self.limits.max_words)
         self.step = 0
 
@@ -154,6 +133,7 @@ class Learner:
         step, recycled = encode(
             batch, self.ids, rng, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
             n_rel_items=n_rel, rel_queries=rel_queries, catalogue=self.feature_catalogue(),
+            profiles=self.feature_profiles(),
         )
         self._recycle(recycled)
         self.model.train()
@@ -195,6 +175,7 @@ class Learner:
             step, _ = encode(
                 batch, frozen, own, train=True, n_negatives=self.n_negatives, unknown_rate=self.unknown_rate,
                 n_rel_items=n_rel, rel_queries=rel_queries, catalogue=self.feature_catalogue(),
+                profiles=self.feature_profiles(),
             )
             self.model.train()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -213,15 +194,22 @@ class Learner:
         return terms
 
     def add_items(self, records) -> None:
-        """Take catalogue records (stream.contract.items.ItemRecord) into the local catalogue;
-        the next batches embed those items' features."""
+        """Take catalogue records (stream.contract.items: ItemRecord and ProfileRecord) into the
+        local catalogue; the next batches embed those items' features and users' profiles."""
         records = list(records)
-        self.catalogue.update(np.fromiter((r.item for r in records), np.int64, len(records)),
-                              [r.categories for r in records], [r.words for r in records])
+        items = [r for r in records if isinstance(r, ItemRecord)]
+        users = [r for r in records if not isinstance(r, ItemRecord)]
+        self.catalogue.update(np.fromiter((r.item for r in items), np.int64, len(items)),
+                              [r.categories for r in items], [r.words for r in items])
+        self.profiles.update(np.fromiter((r.user for r in users), np.int64, len(users)), [r.fields for r in users])
 
     def feature_catalogue(self) -> Catalogue | None:
-        """The catalogue encode joins features from: None for a model that embeds no features."""
+        """The catalogue encode joins item features from: None for a model that embeds none."""
         return self.catalogue if self._features else None
+
+    def feature_profiles(self) -> Catalogue | None:
+        """The profiles encode joins by user: None for a model that embeds none."""
+        return self.profiles if self._profiles else None
 
     def _zero_grad(self) -> None:
         for opt in self.optimizers.values():
@@ -290,7 +278,7 @@ class Learner:
                 h.update(repr(value).encode())
 
         state = self.state_dict()
-        feed({k: state[k] for k in ("step", "model", "optimizers", "ids", "queries", "catalogue")})
+        feed({k: state[k] for k in ("step", "model", "optimizers", "ids", "queries", "catalogue", "profiles")})
         return h.hexdigest()
 
     @torch.no_grad()
@@ -315,7 +303,7 @@ class Learner:
             return {}
         rng = np.random.default_rng([self.seed if seed is None else seed, self.step, 1])
         step, _ = encode(batch, self.ids, rng, train=False, n_negatives=n_negatives, exclude=exclude,
-                         negatives=negatives, catalogue=self.feature_catalogue())
+                         negatives=negatives, catalogue=self.feature_catalogue(), profiles=self.feature_profiles())
         self.model.eval()
         with autocast(self.bf16, self.device):
             scores, _ = self.model(step.to(self.device))
@@ -366,18 +354,22 @@ class Learner:
             "learner": {"seed": self.seed, "lr": self.lr, "table_lr": self.table_lr, "l2": self.l2,
                         "n_negatives": self.n_negatives, "unknown_rate": self.unknown_rate, "exposures": self.asked_exposures,
                         "precision": self.precision,
-                        "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity},
+                        "query_pool": len(self.queries.words), "catalogue_size": self.catalogue.ids.capacity,
+                        "profile_size": self.profiles.ids.capacity},
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "ids": {kind: table.state_dict() for kind, table in self.ids.items()},
             "queries": self.queries.state_dict(),
             "catalogue": self.catalogue.state_dict(),
+            "profiles": self.profiles.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != FORMAT:
-            raise ValueError(f"checkpoint: expected format {FORMAT}, got {state.get('format')!r}")
+            older = isinstance(state.get("format"), int) and state["format"] < FORMAT
+            older = " (an older release's: train it again)" if older else ""
+            raise ValueError(f"checkpoint: expected format {FORMAT}, got {state.get('format')!r}{older}")
         if state["model_name"] != self.model_name or state["config"] != dataclasses.asdict(self.config):
             raise ValueError("checkpoint: its model or config differs from this learner's; use Learner.from_state_dict")
         self.model.load_state_dict(state["model"])
@@ -387,6 +379,7 @@ class Learner:
             table.load_state_dict(state["ids"][kind])
         self.queries.load_state_dict(state["queries"])
         self.catalogue.load_state_dict(state["catalogue"])
+        self.profiles.load_state_dict(state["profiles"])
         self.step = int(state["step"])
 
     @classmethod

@@ -43,6 +43,9 @@ class UniSARConfig(ZooConfig):
     # item side features from the catalogue (model.catalogue): category tokens by level and
     # caption words, embedded through the word table; False: ids only (the ablation)
     use_item_features: bool = True
+    # user profiles from the catalogue (stream.contract.items): the mean of the user's profile
+    # field tokens, through the word table; False: the user's id only (the ablation)
+    use_user_features: bool = True
     category_levels: int = 2
     caption_words: int = 16
     d: int = 64
@@ -82,7 +85,12 @@ class Embeddings(nn.Module):
     word embeddings. With item features, as the reference: an item is tanh(Linear(concat(id
     embedding, one embedding per category level, mean of its caption words))), categories and
     words through the word table (a caption word and a query word are one row); an absent
-    feature embeds to zero. A padding id (row 0; also a user or word the tables do not hold) embeds
+    feature embeds to zero. With user features, a user is tanh(Linear(concat(id embedding, mean
+    of its profile field tokens))), the tokens through the word table too (the reference
+    concatenates one embedding per field; profile fields are open-ended here, so they are
+    pooled, each field's tokens its own rows); a user without a profile has zero there, and a
+    user the table does not hold but whose profile is known embeds through the profile alone.
+    A padding id (row 0; also a user or word the tables do not hold, without a profile) embeds
     to exactly zero; an item the table does not hold (row UNKNOWN) embeds through a learned
     id vector, trained by showing known candidates as unknown now and then (model.batch).
     Rows start as N(0, init_std^2), 0.1 by default: the reference's xavier-normal over a
@@ -103,6 +111,7 @@ class Embeddings(nn.Module):
         # nor the random initialisation of the rest), and learns from the first step
         self.feature_proj = nn.Parameter(torch.zeros(cfg.d, (cfg.category_levels + 1) * cfg.id_dim)) \
             if cfg.use_item_features else None
+        self.profile_proj = nn.Parameter(torch.zeros(cfg.d, cfg.id_dim)) if cfg.use_user_features else None  # the same
         self.unknown_item = nn.Parameter(torch.randn(cfg.id_dim) * cfg.init_std)
         self.query_proj = nn.Linear(cfg.id_dim, cfg.d)
         self.init_std = cfg.init_std
@@ -116,8 +125,14 @@ class Embeddings(nn.Module):
     def reset_rows(self, table: nn.Embedding, rows: torch.Tensor) -> None:
         table.weight[rows] = torch.randn(len(rows), table.embedding_dim, device=table.weight.device) * self.init_std
 
-    def users(self, rows: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, d)
-        return torch.tanh(self.user_proj(self.user(rows))) * (rows != 0).unsqueeze(-1)
+    def users(self, rows: torch.Tensor, profile: torch.Tensor | None, W: torch.Tensor) -> torch.Tensor:
+        """(B,) user rows and (B, F) profile tokens (local word indices into W, 0 none) -> (B, d)."""
+        x, known = self.user_proj(self.user(rows)), rows != 0
+        if self.profile_proj is not None and profile is not None:  # else: profile absent, zero
+            n_fields = (profile != 0).sum(1, keepdim=True)
+            x = x + (gather(W, profile).sum(1) / n_fields.clamp_min(1)) @ self.profile_proj.T
+            known = known | (n_fields.squeeze(1) > 0)
+        return torch.tanh(x) * known.unsqueeze(-1)
 
     def words(self, word_rows: torch.Tensor) -> torch.Tensor:  # the step's distinct words (V,) -> (V, id_dim)
         return self.word(word_rows)
@@ -264,7 +279,7 @@ class UniSARNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(
-        self, step: StepTensors, task: str, V_item: torch.Tensor, V_query: torch.Tensor
+        self, step: StepTensors, task: str, V_item: torch.Tensor, V_query: torch.Tensor, W: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, t = self.cfg, step.tasks[task]
         # behaviours: a rec slot is its item; a search slot its query plus the mean of its clicks
@@ -289,7 +304,7 @@ class UniSARNet(nn.Module):
         q = gather(V_query, t.query) if task == "search" else self.rec_query.expand(B, -1)
         interests = [self.attend_rec(F_rec, rec_mask, v), self.attend_search(F_search, search_mask, v)]
         per_candidate = torch.cat([*interests, v], dim=-1)  # (B, C, 3d)
-        per_row = torch.cat([self.embed.users(t.user), q], dim=-1)  # (B, 2d)
+        per_row = torch.cat([self.embed.users(t.user, t.profile, W), q], dim=-1)  # (B, 2d)
         logits = self.predict(per_candidate, per_row, task)  # (B, C)
         if not self.training:
             return logits, {}
@@ -369,6 +384,7 @@ class UniSAR(nn.Module):
                 vectors[id(net)] = (
                     net.embed.items(step, W),
                     net.embed.queries(W, step.query_words, step.query_offsets),
+                    W,  # the step's word vectors, for the users' profiles
                 )
             scores[task], terms = net(step, task, *vectors[id(net)])
             if not self.training:

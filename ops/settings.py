@@ -90,8 +90,9 @@ class TopicSettings(SettingsGroup):
                                json_schema_extra=cli(metavar="TOPIC"))
     dlq_topic: str = Field("sar.events.dlq", description="dead letters: bad events with the reason",
                            json_schema_extra=cli(metavar="TOPIC"))
-    items_topic: str = Field("sar.items", description="the item catalogue (catalogue v1, key = item; compacted): "
-                             "item features the trainers join by item id", json_schema_extra=cli(metavar="TOPIC"))
+    items_topic: str = Field("sar.items", description="the catalogue (catalogue v1, key = item, or user:<user> for a "
+                             "profile; compacted): item features and user profiles the trainers join by id",
+                             json_schema_extra=cli(metavar="TOPIC"))
     changelog_topic: str = Field("sar.histories.changelog", description="compacted changelog of the per-user "
                                  "histories (a worker restores its state from it)",
                                  json_schema_extra=cli(metavar="TOPIC"))

@@ -233,15 +233,16 @@ def out_problem(path: str | os.PathLike) -> str | None:
 
 
 def add_items_flag(p) -> None:
-    p.add_argument("--items", metavar="FILE", help="item catalogue (catalogue v1, stream.contract.items): category "
-                   "and caption features by item id (default: X.items.jsonl beside --events X.jsonl when it exists; "
-                   "'none': no catalogue)")
+    p.add_argument("--items", metavar="FILE", help="catalogue (catalogue v1, stream.contract.items): category "
+                   "and caption features by item id, profile fields by user id (default: X.items.jsonl beside --events "
+                   "X.jsonl when it exists; 'none': no catalogue)")
 
 
 def load_items(args, command: str) -> list:
     """The catalogue records of `--items` (or of the file beside `--events`); invalid ones are
     skipped with a line on stderr, an unreadable file is a user error."""
     from stream.contract.files import DataError, SourceUnavailable, catalogue_path
+    from stream.contract.items import ItemRecord
     from stream.contract.offline import load_catalogue
 
     if args.items == "none":
@@ -253,7 +254,8 @@ def load_items(args, command: str) -> list:
         records, rejected = load_catalogue(path)
     except (DataError, SourceUnavailable) as exc:
         fail(f"--items: {exc}")
-    print(f"unisar {command}: item catalogue {path}: {len(records):,} records")
+    profiles = sum(1 for r in records if not isinstance(r, ItemRecord))
+    print(f"unisar {command}: catalogue {path}: {len(records) - profiles:,} item records, {profiles:,} user profiles")
     if rejected:
         line, why = rejected[0]
         print(f"unisar {command}: skipped {len(rejected)} invalid catalogue records (first, line {line}: "

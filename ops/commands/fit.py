@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                           catalogue_size=max(overrides["n_items"], len(items) + 1), **overrides)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
-    learner.add_items(items)  # side information about every item, test items included: no labels
+    learner.add_items(items)  # side information about every item and user, test ones included: no labels
 
     steps_per_epoch = max(1, math.ceil(len(rec) / args.batch_size)) if rec else math.ceil(len(search) / args.batch_size)
     search_batch = math.ceil(len(search) / steps_per_epoch)

@@ -1,10 +1,11 @@
 """`unisar produce`: send an event file (JSONL, .jsonl.gz, parquet; or JSONL on stdin) to the
-events topic, and an item catalogue file to the catalogue topic.
+events topic, and a catalogue file (item records and user profiles) to the catalogue topic.
 
 Each line is validated against event v1 (catalogue v1 for `--items`) and the valid ones are
-sent (key = user; key = item). Invalid lines are reported with their line numbers and not
-sent. With both `--items` and `--file`, the catalogue goes first, so the trainers know the
-items' features before their first events.
+sent (key = user; key = item, or "user:" and the user for a profile). Invalid lines are
+reported with their line numbers and not sent. With both `--items` and `--file`, the catalogue
+goes first, so the trainers know the items' features and users' profiles before their first
+events.
 
 Time order: the worker builds each user's history in the order events arrive, and the
 trainer learns in that order. A file with events after a later one (a log sorted by user,
@@ -24,8 +25,8 @@ def register(sub) -> None:
     p = sub.add_parser("produce", help="send events from a file (.jsonl, .jsonl.gz, .parquet) or stdin to Kafka",
                        description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--file", help="events.jsonl, .jsonl.gz or .parquet, or - for JSONL on stdin")
-    p.add_argument("--items", metavar="FILE", help="an item catalogue (X.items.jsonl, as `unisar data` writes beside "
-                   "its events) to send to the catalogue topic (--items-topic, default sar.items)")
+    p.add_argument("--items", metavar="FILE", help="a catalogue of items and user profiles (X.items.jsonl, as `unisar "
+                   "data` writes beside its events) to send to the catalogue topic (--items-topic, default sar.items)")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     pace.add_argument("--speedup", type=float, help="replay at N times real time, following the events' ts")

@@ -223,6 +223,17 @@ def parse_event(raw: bytes | None, key: bytes | None | object = NO_KEY) -> Event
 def parse_keyed(raw: bytes | None, key: bytes | None | object, check, field: str, what: str):
     """Decode a message value, `check` the decoded JSON, and check that its Kafka `key`
     (unless NO_KEY) is the value's `field` as text. Never raises."""
+    obj = decode(raw)
+    if isinstance(obj, Rejection):
+        return obj
+    checked = check(obj)
+    if key is NO_KEY or isinstance(checked, Rejection):
+        return checked
+    return wrong_key(key, str(obj[field]), f"the {what}'s {field}") or checked
+
+
+def decode(raw: bytes | None) -> object:
+    """The JSON value of a message (bounded in size), or the Rejection saying why it has none."""
     if raw is None:
         return Rejection("decode", "a message value", "null (a tombstone)")
     if not raw:
@@ -230,17 +241,18 @@ def parse_keyed(raw: bytes | None, key: bytes | None | object, check, field: str
     if len(raw) > MAX_EVENT_BYTES:
         return Rejection("decode", f"a message of at most {MAX_EVENT_BYTES} bytes", f"{len(raw)} bytes")
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("decode", "UTF-8 JSON", f"{_show(bytes(raw[:40]))} ({exc.msg})")
-    checked = check(obj)
-    if key is NO_KEY or isinstance(checked, Rejection):
-        return checked
+
+
+def wrong_key(key: bytes | None, expected: str, naming: str) -> Rejection | None:
+    """Why a Kafka message `key` is not `expected` (described as `naming`); None if it is."""
     if key is None:
-        return Rejection("route", f"a message key naming the {what}'s {field}", "no key")
-    if key != str(obj[field]).encode():
-        return Rejection("route", f"the message key to be the {what}'s {field}", _show(key))
-    return checked
+        return Rejection("route", f"a message key naming {naming}", "no key")
+    if key != expected.encode():
+        return Rejection("route", f"the message key to be {naming}", _show(key))
+    return None
 
 
 def dead_letter_headers(why: Rejection, source: str) -> list[tuple[str, bytes]]:

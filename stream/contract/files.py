@@ -50,7 +50,7 @@ from typing import BinaryIO
 import orjson
 
 from stream.contract.events import Event, Rejection, validate
-from stream.contract.items import ItemRecord, parse_item
+from stream.contract.items import CatalogueRecord, parse_record
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
 STDIN = "-"
@@ -273,10 +273,10 @@ def world_path(events_path: str | Path) -> Path:
     return base.with_name(f"{base.name}.world.json")
 
 
-def read_items(path: str | Path, format: str | None = None) -> Iterator[tuple[int, ItemRecord | Rejection]]:
+def read_items(path: str | Path, format: str | None = None) -> Iterator[tuple[int, CatalogueRecord | Rejection]]:
     """(line, catalogue record or why it is not one) for each record of a catalogue file
     (stream.contract.items; JSONL, .jsonl.gz or parquet, read as event files are). A bad
     record is the caller's to report or skip, as a bad event is."""
     with EventFile(path, format) as f:
         for number, value in f.values():
-            yield number, parse_item(value)
+            yield number, parse_record(value)

@@ -22,7 +22,7 @@ from stream.contract import history as hist
 from stream.contract import samples
 from stream.contract.events import Event, Rejection, parse_event
 from stream.contract.files import read_items, read_values
-from stream.contract.items import ItemRecord
+from stream.contract.items import CatalogueRecord, feature_tokens
 from stream.contract.samples import Sample, decode
 from stream.contract.timeorder import time_order
 
@@ -186,24 +186,24 @@ def heldout_samples(path: str | Path, fraction: float) -> list[Sample]:
     return split_heldout(samples, fraction)[1]
 
 
-def load_catalogue(path: str | Path) -> tuple[list[ItemRecord], list[tuple[int, Rejection]]]:
-    """The valid records of a catalogue file, and (line, why) of the invalid ones."""
+def load_catalogue(path: str | Path) -> tuple[list[CatalogueRecord], list[tuple[int, Rejection]]]:
+    """The valid records of a catalogue file (items and user profiles), and (line, why) of the
+    invalid ones."""
     records, rejected = [], []
     for line, record in read_items(path):
-        (records.append(record) if isinstance(record, ItemRecord) else rejected.append((line, record)))
+        (rejected.append((line, record)) if isinstance(record, Rejection) else records.append(record))
     return records, rejected
 
 
 def table_sizes(samples: list[Sample], headroom: float = 0.25,
-                catalogue: Iterable[ItemRecord] = ()) -> dict[str, int]:
+                catalogue: Iterable[CatalogueRecord] = ()) -> dict[str, int]:
     """Rows for each id table ("users", "items", "words") that hold every distinct id of
     `samples` (and every feature token of `catalogue`: they share the word table) with
     `headroom` to spare, so that tables sized from the data never recycle a row within one
     pass over it."""
     users, items, words = set(), set(), set()
     for record in catalogue:
-        words.update(record.categories)
-        words.update(record.words)
+        words.update(feature_tokens(record))
     words.discard(0)
     for s in samples:
         users.add(s.user)

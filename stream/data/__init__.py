@@ -7,9 +7,10 @@ column mapping), `core` (k-core filtering), `split` (time splits), `stats` (tran
 statistics), `jsonl` (writing event files and item catalogues), `tabular` (CSV readers that
 report file and line on bad input).
 
-Beside the events each source writes what it knows of its items: an item catalogue
-(`X.items.jsonl` beside `X.jsonl`, stream.contract.items: category ids by level, caption
-words), the same records the compacted topic `sar.items` carries.
+Beside the events each source writes what it knows of its items and users: a catalogue
+(`X.items.jsonl` beside `X.jsonl`, stream.contract.items: an item's category ids by level and
+caption words, a user's profile fields), the same records the compacted topic `sar.items`
+carries.
 
 The core is pure generators of dicts; files are read and written at the edges. Bad input
 raises `DataError`, which names the file, the line, what was expected and what arrived;

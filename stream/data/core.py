@@ -12,8 +12,8 @@ vectorised, for the tens of millions of rows of the full data set):
 A min_core of 1 or less sets no count; both_behaviours must then be on, or there is
 nothing to filter.
 Ids are compared as text, as everywhere in stream.data. Memory: the events are held once
-(about 1 KB per event as Python dicts). The item catalogue follows the kept items
-(`kept_records`): a dropped item's record goes with it.
+(about 1 KB per event as Python dicts). The catalogue follows the kept items and users
+(`kept_records`): a dropped item's record, or a dropped user's profile, goes with it.
 """
 from __future__ import annotations
 
@@ -26,10 +26,14 @@ from dataclasses import dataclass
 class CoreResult:
     events: list[dict]
     rounds: int  # passes that dropped something (0: the input was a k-core already)
-    users: int  # kept
+    kept_users: frozenset[str]
     kept_items: frozenset[str]
     dropped_events: int
     dropped_clicks: int  # search clicks removed from kept searches
+
+    @property
+    def users(self) -> int:
+        return len(self.kept_users)
 
     @property
     def items(self) -> int:
@@ -84,9 +88,10 @@ def k_core(events: Iterable[dict], min_core: int, both_behaviours: bool = False)
         kept = [c for c in before if str(c) in items]
         dropped_clicks += len(before) - len(kept)
         out.append(e if len(kept) == len(before) else {**e, "clicks": kept})
-    return CoreResult(out, rounds, len(users), frozenset(items), len(events) - len(out), dropped_clicks)
+    return CoreResult(out, rounds, frozenset(users), frozenset(items), len(events) - len(out), dropped_clicks)
 
 
-def kept_records(records: Iterable[dict], kept_items: frozenset[str]) -> Iterator[dict]:
-    """The catalogue records (stream.contract.items) of the kept items, in their order."""
-    return (record for record in records if str(record["item"]) in kept_items)
+def kept_records(records: Iterable[dict], kept_items: frozenset[str], kept_users: frozenset[str]) -> Iterator[dict]:
+    """The catalogue records (stream.contract.items) of the kept items and users, in their order."""
+    return (record for record in records
+            if (str(record["item"]) in kept_items if "item" in record else str(record["user"]) in kept_users))

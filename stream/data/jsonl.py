@@ -13,7 +13,8 @@ query words are written as strings: stream.contract.ids hashes 12 and "12" alike
 the model sees changes; a word-id query becomes its ids joined by spaces.
 
 Item catalogue: `X.items.jsonl` beside `X.jsonl` (stream.contract.files.catalogue_path), one
-catalogue v1 record a line (stream.contract.items: category ids by level, caption words).
+catalogue v1 record a line (stream.contract.items: an item's category ids by level and
+caption words, or a user's profile fields).
 Every record is validated on the way out, as every event is, so a source cannot write a
 record the trainer or `unisar produce` would refuse. Read with stream.contract.files.read_items
 (hashed, for the model) or `read_catalogue` below (the records as written, for commands that
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from stream.contract.events import Rejection, validate
 from stream.contract.files import EventFile
-from stream.contract.items import ItemRecord, parse_item, validate_item
+from stream.contract.items import CatalogueRecord, parse_record, validate_record
 from stream.data import DataError, require_pyarrow, show
 
 PARQUET_BATCH = 65_536
@@ -184,23 +185,24 @@ def write_items(path: str | Path, records: Iterable[dict]) -> int:
         raw = gzip.open(tmp, "wb", compresslevel=5) if str(path).endswith(".gz") else open(tmp, "wb", buffering=1 << 20)
         with raw as fh:
             for count, record in enumerate(records, 1):
-                checked = validate_item(record)
+                checked = validate_record(record)
                 if isinstance(checked, Rejection):
-                    item = record.get("item") if isinstance(record, dict) else None
-                    raise DataError(f"item record #{count} ({show(item)}) for {path}", None,
+                    kind = "user" if isinstance(record, dict) and "user" in record else "item"
+                    named = record.get(kind) if isinstance(record, dict) else None
+                    raise DataError(f"{kind} record #{count} ({show(named)}) for {path}", None,
                                     f"a catalogue v1 record ({checked.expected})", checked.got)
                 fh.write(dumps(record, option=newline))
     return count
 
 
-def read_catalogue(path: str | Path) -> Iterator[tuple[int, dict, ItemRecord]]:
+def read_catalogue(path: str | Path) -> Iterator[tuple[int, dict, CatalogueRecord]]:
     """(line, record as written, validated record) for each record of a catalogue file, by
-    read_items' rule (stream.contract.items.parse_item over the event-file reader); DataError
+    read_items' rule (stream.contract.items.parse_record over the event-file reader); DataError
     at the first record that is not catalogue v1. For commands that copy records or key them
     by raw id; the model reads read_items."""
     with EventFile(path) as f:
         for line, value in f.values():
-            record = parse_item(value)
+            record = parse_record(value)
             if isinstance(record, Rejection):
                 raise DataError(path, line, f"a catalogue v1 record ({record.expected})", record.got)
             yield line, orjson.loads(value), record

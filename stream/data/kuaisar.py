@@ -19,8 +19,12 @@ Files read from one directory:
   caption = the `caption` column, anonymised word ids from the keywords' vocabulary
   ("[1, 213, 24]", so a caption word and a query word with the same id are one token),
   cut to its first 32 words as queries are. The UniSAR reference code uses the caption
-  and the first two levels. `user_features.csv` (activity levels, encrypted one-hot
-  fields) is not read: the catalogue carries items only.
+  and the first two levels.
+- `user_features.csv` (optional) -> user profiles in the same catalogue (`profiles`), one
+  record for each user of the events that the file lists: the columns the UniSAR reference
+  uses, PROFILE_COLUMNS (search and rec activity levels, two encrypted one-hot fields), each
+  a categorical field (an empty cell: unknown). The file's other 21 one-hot fields are left
+  out, as the reference leaves them.
 
 Preprocessing (the UniSAR paper's, each an option; `Options.paper()` turns all on), in
 this order:
@@ -51,11 +55,12 @@ from stream.data.jsonl import progress
 from stream.data.tabular import CsvTable, parse_id_list, parse_int, parse_ms
 
 DAY_MS = 86_400_000
-REC_FILE, SRC_FILE, ITEM_FILE = "rec_inter.csv", "src_inter.csv", "item_features.csv"
+REC_FILE, SRC_FILE, ITEM_FILE, USER_FILE = "rec_inter.csv", "src_inter.csv", "item_features.csv", "user_features.csv"
 REC_COLUMNS = ("user_id", "item_id", "timestamp", "click")
 SRC_COLUMNS = ("user_id", "search_session_id", "search_session_timestamp", "keyword", "item_id", "click_cnt")
 CATEGORY_COLUMNS = tuple(f"{level}_level_category_id" for level in ("first", "second", "third", "fourth"))
 CAPTION_COLUMN = "caption"
+PROFILE_COLUMNS = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
 
 
 @dataclass(frozen=True)
@@ -349,3 +354,41 @@ def _category(row: list[str], column: int | None, name: str, src: str, line: int
 
 def items_of(data: KuaiSAR) -> np.ndarray:
     return np.union1d(data.rec_item, data.c_item)
+
+
+def users_of(data: KuaiSAR) -> np.ndarray:
+    return np.union1d(data.rec_user, data.s_user)
+
+
+def profiles(path: str | Path, wanted: np.ndarray) -> Iterator[dict]:
+    """Catalogue v1 profile records from user_features.csv for the users in `wanted` (the
+    first row of a user wins; the PROFILE_COLUMNS the file has)."""
+    src = str(path)
+    wanted_set = set(wanted.tolist())
+    with CsvTable(path, ("user_id",), optional=PROFILE_COLUMNS) as table:
+        iu = table.columns["user_id"]
+        columns = [(name, table.optional[name]) for name in PROFILE_COLUMNS if name in table.optional]
+        for line, row in progress(table, f"reading {Path(path).name}", unit="row"):
+            user = parse_int(row[iu], src, line, "user_id")
+            if user not in wanted_set:
+                continue
+            wanted_set.discard(user)
+            fields = {name: _field_value(row[column]) for name, column in columns}
+            yield {"v": 1, "user": user, "profile": {k: v for k, v in fields.items() if v is not None}}
+
+
+def _field_value(cell: str) -> int | str | None:
+    """A categorical cell: an integer where it is one (pandas writes "3.0" in a column with
+    gaps), else its text; None when empty."""
+    text = cell.strip()
+    if not text or text.lower() == "nan":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else text

@@ -3,9 +3,10 @@
 Source: the atomic files RecBole ships in its MIT-licensed wheel (recbole==1.2.1,
 `recbole/dataset_example/ml-100k/`): ml-100k.inter (user_id, item_id, rating, timestamp in
 seconds), ml-100k.item (item_id, movie_title, release_year, class = genres separated by
-spaces). The wheel is fetched once with `pip download --no-deps recbole==1.2.1` into a
-cache directory (default ~/.cache/unisar, or $UNISAR_CACHE), checked against its SHA-256,
-and read straight out of the zip.
+spaces), ml-100k.user (user_id, age, gender, occupation, zip_code: MovieLens's u.user).
+The wheel is fetched once with `pip download --no-deps recbole==1.2.1` into a cache
+directory (default ~/.cache/unisar, or $UNISAR_CACHE), checked against its SHA-256, and read
+straight out of the zip.
 
 Derivation rule (as semi-synthetic product-search data sets build queries from an item's
 category path, Ai et al. SIGIR 2017 on Amazon): interactions are taken in time order (ties:
@@ -28,6 +29,11 @@ Item catalogue (`catalogue`, stream.contract.items), one record per movie of ml-
   trailing release year such as "(1995)" (RecBole keeps the year in its own column; a
   title carrying one loses it): "Toy Story" -> "toy story". The same words as the
   queries' title words, so a caption and a query that name the film share tokens.
+
+User profiles (`profiles`, stream.contract.items), one record per user of ml-100k.user: the
+age by decade ("20s"), the gender, the occupation, and the zip code's first character
+(`zip1`: the US zip code's region digit; a letter for the few foreign codes). A wheel
+without ml-100k.user gives none.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.contract.events import MAX_QUERY_WORDS
@@ -109,6 +115,7 @@ class Movie:
 class Ml100k:
     interactions: list[tuple[int, int, float, int]]  # (user, item, rating, ts_ms), file order
     movies: dict[int, Movie]
+    users: dict[int, dict[str, str]] = field(default_factory=dict)  # user -> profile fields
 
     def sizes(self) -> dict[str, int]:
         return {
@@ -163,7 +170,19 @@ def read_ml100k(wheel: str | Path) -> Ml100k:
             zf, f"{INNER}.item", str(wheel), ("item_id", "movie_title", "release_year", "class")
         ):
             movies[parse_int(i, src, line, "item_id")] = Movie(title, tuple(genres.split()))
-    return Ml100k(interactions, movies)
+        users = _users(zf, str(wheel)) if f"{INNER}.user" in zf.namelist() else {}
+    return Ml100k(interactions, movies, users)
+
+
+def _users(zf: zipfile.ZipFile, source: str) -> dict[int, dict[str, str]]:
+    """user -> profile fields, from ml-100k.user (see the module docstring)."""
+    src, users = f"{source}!{INNER}.user", {}
+    header = ("user_id", "age", "gender", "occupation", "zip_code")
+    for line, (u, age, gender, occupation, zip_code, *_) in _lines(zf, f"{INNER}.user", source, header):
+        fields = {"age": f"{parse_int(age, src, line, 'age') // 10 * 10}s", "gender": gender.strip(),
+                  "occupation": occupation.strip(), "zip1": zip_code.strip()[:1]}
+        users[parse_int(u, src, line, "user_id")] = {k: v for k, v in fields.items() if v}
+    return users
 
 
 def words_of(title: str) -> list[str]:
@@ -211,3 +230,9 @@ def catalogue(data: Ml100k) -> Iterator[dict]:
         if words:
             record["caption"] = " ".join(words)
         yield record
+
+
+def profiles(data: Ml100k) -> Iterator[dict]:
+    """Catalogue v1 profile records of every user of ml-100k.user, by user id."""
+    for user in sorted(data.users):
+        yield {"v": 1, "user": user, "profile": data.users[user]}

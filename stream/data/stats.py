@@ -159,6 +159,8 @@ def level1_categories(path: str | Path) -> dict[str, str]:
     whose level 1 is unknown are left out (a later record of an item replaces the earlier)."""
     out: dict[str, str] = {}
     for _line, obj, _record in read_catalogue(path):
+        if "item" not in obj:  # a user profile
+            continue
         item, levels = str(obj["item"]), obj.get("categories") or [None]
         if levels[0] is None:
             out.pop(item, None)

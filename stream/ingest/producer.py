@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from ops.settings import Settings
 from stream.contract.events import MAX_EVENT_BYTES, Rejection, validate
-from stream.contract.items import parse_item
+from stream.contract.items import parse_record, record_key
 from stream.kafka import sync_kwargs
 
 
@@ -146,19 +146,20 @@ def produce_lines(producer: EventProducer, source: Iterable[tuple[int, bytes]], 
 
 
 def produce_items(producer: EventProducer, source: Iterable[tuple[int, bytes]], progress=None) -> ProduceSummary:
-    """Send every valid catalogue record of `source` (stream.contract.items; key = the item id
-    as text); report invalid ones with their line numbers, as produce_lines does events."""
+    """Send every valid catalogue record of `source` (stream.contract.items: items and user
+    profiles; key = stream.contract.items.record_key); report invalid ones with their line
+    numbers, as produce_lines does events."""
     summary = ProduceSummary(what="catalogue records")
     started = time.monotonic()
     try:
         for number, value in source:
             if progress is not None:
                 progress.update(1)
-            record = parse_item(value)
+            record = parse_record(value)
             if isinstance(record, Rejection):
                 summary.invalid.append((number, record.reason))
                 continue
-            producer.send_raw(str(orjson.loads(value)["item"]).encode(), value)
+            producer.send_raw(record_key(orjson.loads(value)).encode(), value)
             summary.sent += 1
     finally:
         producer.flush()

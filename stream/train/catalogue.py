@@ -1,4 +1,5 @@
-"""The trainer's reader of the item catalogue topic (`sar.items`, compacted, one partition).
+"""The trainer's reader of the catalogue topic (`sar.items`, compacted, one partition): item
+records and user profiles.
 
 Every trainer reads the whole topic (no consumer group: the catalogue is not split between
 trainers) from the offset its checkpoint holds, or from the beginning. Records are validated
@@ -16,8 +17,8 @@ import logging
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ops.settings import Settings
-from stream.contract.events import dead_letter_headers
-from stream.contract.items import ItemRecord, parse_item
+from stream.contract.events import Rejection, dead_letter_headers
+from stream.contract.items import CatalogueRecord, parse_record
 from stream.kafka import aio_kwargs
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,10 @@ class CatalogueFollower:
     def __init__(self, settings: Settings, next_offset: int = 0) -> None:
         self.settings = settings
         self.next_offset = next_offset  # of the records drained (taken by the model) so far
-        self.pending: list[tuple[int, ItemRecord | None]] = []  # (offset, record; None: dead-lettered)
+        self.pending: list[tuple[int, CatalogueRecord | None]] = []  # (offset, record; None: dead-lettered)
         self.dead_letters = 0
 
-    def drain(self) -> list[ItemRecord]:
+    def drain(self) -> list[CatalogueRecord]:
         """The good records read since the last drain; moves `next_offset` past every record read."""
         taken, self.pending = self.pending, []
         if taken:
@@ -50,12 +51,12 @@ class CatalogueFollower:
             while not stop.is_set():
                 fetched = await consumer.getmany(tp, timeout_ms=500)
                 for record in fetched.get(tp, []):
-                    item = parse_item(record.value, record.key)
-                    if isinstance(item, ItemRecord):
-                        self.pending.append((record.offset, item))
+                    parsed = parse_record(record.value, record.key)
+                    if not isinstance(parsed, Rejection):
+                        self.pending.append((record.offset, parsed))
                         continue
-                    log.warning("catalogue record %s/0/%d dead-lettered: %s", tp.topic, record.offset, item.reason)
-                    headers = dead_letter_headers(item, f"{tp.topic}/0/{record.offset}")
+                    log.warning("catalogue record %s/0/%d dead-lettered: %s", tp.topic, record.offset, parsed.reason)
+                    headers = dead_letter_headers(parsed, f"{tp.topic}/0/{record.offset}")
                     await producer.send_and_wait(s.dlq_topic, record.value, key=record.key, headers=headers)
                     self.dead_letters += 1
                     self.pending.append((record.offset, None))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from zoo import NAMES, describe_items, sample, tiny, training_step
+from zoo import NAMES, describe_items, describe_users, sample, tiny, training_step
 
 from model.learner import Learner
 from stream.contract.history import History, RecBehaviour
@@ -119,6 +119,7 @@ def test_no_nan_with_empty_sub_histories_clickless_searches_or_no_history(name):
 def test_every_parameter_gets_gradient_from_the_total_loss(name, batch_samples):
     learner = make(name)
     describe_items(learner, batch_samples)  # item features, for a model that embeds them
+    describe_users(learner, batch_samples)  # and user profiles
     learner.learn_many(batch_samples)
     learner.model.train()
     _, losses = learner.model(training_step(learner, batch_samples))
@@ -209,3 +210,22 @@ def test_bf16_autocast_trains_with_fp32_weights_and_losses(name, batch_samples):
     assert Learner.from_state_dict(learner.state_dict()).precision == "bf16"
     with pytest.raises(ValueError, match="precision: expected one of"):
         Learner(name, precision="fp16", **tiny(name))
+
+
+def test_checkpoint_keeps_the_user_profiles(batch_samples):
+    learner = make("unisar")
+    describe_users(learner, batch_samples)
+    learner.learn_many(batch_samples)
+    restored = round_trip(learner)
+    users = np.array(sorted({s.user for s in batch_samples}) + [123456789])
+    assert len(restored.profiles) == len(learner.profiles) == len(users) - 1
+    assert np.array_equal(restored.profiles.lookup(users)[0], learner.profiles.lookup(users)[0])
+    a, b = learner.score(batch_samples, seed=5), restored.score(batch_samples, seed=5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_error(batch_samples):
+    state = make("unisar").state_dict()
+    state["format"] = 2
+    with pytest.raises(ValueError, match="expected format 3, got 2 \\(an older release's: train it again\\)"):
+        Learner.from_state_dict(state)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from model.batch import collate, encode
+from model.batch import collate, encode, ranked
 from model.learner import Learner
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
 from stream.contract.samples import Sample
@@ -127,6 +127,46 @@ def test_a_cold_item_is_scored_through_its_catalogue_features(batch_samples):
         scores[features] = (before, learner.score(probe, n_negatives=5, seed=3)["rec"][:, 0])
     assert not torch.allclose(*scores[True])
     assert torch.equal(*scores[False])
+
+
+def test_a_profile_changes_its_users_scores_and_no_one_elses(batch_samples):
+    """A profile record moves the scores of its user's rows and leaves every other row as it
+    was; with the ablation switch it changes nothing."""
+    from stream.contract.items import ProfileRecord, profile_token
+
+    users = sorted({s.user for s in batch_samples})
+    profiled = users[0]
+    for features in (True, False):
+        learner = Learner(**TINY, use_user_features=features)
+        # every user but one has a profile: the profile block learns, then one more arrives
+        learner.add_items(ProfileRecord(u, (profile_token("age", u % 3),)) for u in users[1:])
+        for _ in range(3):
+            learner.learn_many(batch_samples)
+        before = learner.score(batch_samples, n_negatives=5, seed=3)
+        learner.add_items([ProfileRecord(profiled, (profile_token("age", 0), profile_token("gender", "F")))])
+        after = learner.score(batch_samples, n_negatives=5, seed=3)
+        for task, ranked_rows in ranked(batch_samples, learner.limits).items():
+            rows = torch.tensor([s.user == profiled for s, _item in ranked_rows])
+            assert rows.any() and not rows.all()
+            assert torch.equal(before[task][~rows], after[task][~rows])
+            assert torch.equal(before[task][rows], after[task][rows]) != features, (task, features)
+
+
+def test_a_user_embeds_through_id_and_profile_and_to_zero_with_neither():
+    from model.unisar import Embeddings, UniSARConfig
+
+    torch.manual_seed(0)
+    embed = Embeddings(UniSARConfig(n_users=10, n_items=10, n_words=10, d=8))
+    with torch.no_grad():
+        embed.profile_proj.normal_()  # as after training: the block starts at zero
+    W = embed.words(torch.arange(4))  # the step's words; local index 0 is padding
+    rows = torch.tensor([3, 3, 0, 0])  # a known user twice, an unknown user twice
+    profile = torch.tensor([[1, 2], [0, 0], [1, 2], [0, 0]])
+    U = embed.users(rows, profile, W)
+    assert not torch.equal(U[0], U[1])  # the profile moves a known user
+    assert U[2].abs().sum() > 0  # an unknown user with a profile: the profile alone
+    assert torch.equal(U[3], torch.zeros(8))  # neither: zero, as padding
+    assert torch.equal(embed.users(rows, None, W)[1], U[1])  # no profiles at all: as without one
 
 
 @pytest.mark.parametrize("use_mmoe", [True, False])

@@ -9,7 +9,7 @@ from model.learner import Learner
 from model.registry import MODELS
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
 from stream.contract.ids import word_id
-from stream.contract.items import ItemRecord, category_token
+from stream.contract.items import ItemRecord, ProfileRecord, category_token, profile_token
 from stream.contract.samples import Sample
 
 SIZES = {k: TINY[k] for k in ("n_users", "n_items", "n_words")}
@@ -36,7 +36,7 @@ def training_step(learner: Learner, samples: list, unknown_rate: float = 0.2):
     rng = np.random.default_rng(0)
     step, _ = encode(batch, learner.ids, rng, train=True, n_negatives=4, n_rel_items=32,
                      rel_queries=learner.queries.sample(rng, 32), unknown_rate=unknown_rate,
-                     catalogue=learner.feature_catalogue())
+                     catalogue=learner.feature_catalogue(), profiles=learner.feature_profiles())
     return step
 
 
@@ -47,6 +47,14 @@ def describe_items(learner: Learner, samples: list) -> None:
                    | {c for s in samples for b in s.history.search for c in b.clicks})
     learner.add_items(ItemRecord(item, (category_token(1, item % 3), category_token(2, item % 7)),
                                  (word_id(item % 5), word_id("shoe"))) for item in items)
+
+
+def describe_users(learner: Learner, samples: list) -> None:
+    """A profile for every user of `samples` (two fields, values shared between users), so
+    profile weights take part in the step."""
+    users = sorted({s.user for s in samples})
+    learner.add_items(ProfileRecord(user, (profile_token("age", user % 4), profile_token("gender", user % 2)))
+                      for user in users)
 
 
 def sample(task, rec=(), search=(), items=(7,), query=(3,), user=5):

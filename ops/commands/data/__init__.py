@@ -10,9 +10,10 @@
 
 Output is JSONL (`.jsonl`, or `.jsonl.gz`), or parquet when --out ends in `.parquet` and
 pyarrow is installed (pip install 'unisar-stream[parquet]'); `core`, `split` and `stats`
-read any of the three (stream.contract.files). Each source writes an item catalogue beside
-the events (`X.items.jsonl`: category ids by level, caption words; stream.contract.items);
-`core` filters it to the kept items and `stats` compares level-1 categories. Bad input ends
+read any of the three (stream.contract.files). Each source writes a catalogue beside the
+events (`X.items.jsonl`: items' category ids by level and caption words, users' profile
+fields; stream.contract.items); `core` filters it to the kept items and users and `stats`
+compares level-1 categories. Bad input ends
 with one line naming file, line, what was expected and what arrived, and exit code 2.
 """
 from __future__ import annotations

@@ -8,6 +8,23 @@ from ops.commands._common import fail
 from ops.commands.data._args import EPILOG, add_out, guarded, positive, say, share, written
 
 
+def write_catalogue(target, items, profiles) -> None:
+    """Write item records, then user profiles, to one catalogue file, and say how many of each."""
+    from itertools import chain
+
+    from stream.data.jsonl import write_items
+
+    counts = {"item": 0, "user": 0}
+
+    def counted(records, kind: str):
+        for record in records:
+            counts[kind] += 1
+            yield record
+
+    write_items(target, chain(counted(items, "item"), counted(profiles, "user")))
+    say(f"wrote {counts['item']:,} item records and {counts['user']:,} user profiles to {target}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _kuaisar(sub)
     _movielens(sub)
@@ -21,14 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _kuaisar(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "kuaisar",
-        help="KuaiSAR directory (rec_inter.csv, src_inter.csv, item_features.csv) -> events",
+        help="KuaiSAR directory (rec_inter.csv, src_inter.csv, item_features.csv, user_features.csv) -> events",
         description="Convert the KuaiSAR release to event v1. Rec rows become rec events (click 0 rows are "
         "exposures); the rows of a search session become one search event clicking the items with "
-        "click_cnt > 0. The item catalogue (item_features.csv: category levels, caption word ids) is written "
-        "beside the events as X.items.jsonl.",
+        "click_cnt > 0. The catalogue (item_features.csv: category levels, caption word ids; user_features.csv: "
+        "activity levels and two one-hot fields as user profiles) is written beside the events as X.items.jsonl.",
         epilog=EPILOG,
     )
-    p.add_argument("directory", metavar="DIR", help="directory holding rec_inter.csv and src_inter.csv (and, optionally, item_features.csv)")
+    p.add_argument("directory", metavar="DIR", help="directory holding rec_inter.csv and src_inter.csv (and, "
+                   "optionally, item_features.csv and user_features.csv)")
     add_out(p)
     p.add_argument("--paper", action="store_true",
                    help="the UniSAR paper's preprocessing: --both-behaviours --drop-last-days 2 --min-core 5 --split")
@@ -49,7 +67,7 @@ def _run_kuaisar(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stream.data import catalogue_path, kuaisar, stem
-    from stream.data.jsonl import write_events, write_items
+    from stream.data.jsonl import write_events
     from stream.data.split import TimeCuts, write_splits
 
     base = kuaisar.Options.paper() if args.paper else kuaisar.Options()
@@ -70,12 +88,14 @@ def _run_kuaisar(args: argparse.Namespace) -> int:
             say(f"note:      {note.replace('_', ' ')}: {value:,}")
     count = write_events(kuaisar.events(data), args.out, total=data.rec_user.size + data.s_user.size)
     written("events", count, args.out)
-    features = Path(args.directory) / kuaisar.ITEM_FILE
-    if features.is_file():
-        target = catalogue_path(args.out)
-        written("item records", write_items(target, kuaisar.catalogue(features, kuaisar.items_of(data))), target)
-    else:
-        say(f"no {kuaisar.ITEM_FILE} in {args.directory}: no item catalogue")
+    features, users = (Path(args.directory) / name for name in (kuaisar.ITEM_FILE, kuaisar.USER_FILE))
+    for path in (features, users):
+        if not path.is_file():
+            say(f"no {path.name} in {args.directory}: no {'item records' if path == features else 'user profiles'}")
+    if features.is_file() or users.is_file():
+        write_catalogue(catalogue_path(args.out),
+                        kuaisar.catalogue(features, kuaisar.items_of(data)) if features.is_file() else (),
+                        kuaisar.profiles(users, kuaisar.users_of(data)) if users.is_file() else ())
     if (args.split or args.paper) and count:
         ts_max = int(max(data.rec_ts.max(initial=0), data.s_ts.max(initial=0)))
         cuts = TimeCuts.by_days(ts_max, options.tz_hours)
@@ -107,7 +127,8 @@ def _movielens(sub: argparse._SubParsersAction) -> None:
         help="MovieLens-100K (from the recbole==1.2.1 wheel) -> events with derived searches",
         description="Convert MovieLens-100K to event v1. A seeded share of clicks become searches whose query "
         "is the movie's genre words (and optionally title words) and which click that movie; the rest stay "
-        "rec clicks. The item catalogue (X.items.jsonl: genres as category levels, title words as caption) is "
+        "rec clicks. The catalogue (X.items.jsonl: genres as category levels, title words as caption; users' age "
+        "decade, gender, occupation and zip region as profiles) is "
         "written beside the events. The data set is read from the MIT-licensed recbole==1.2.1 wheel, downloaded "
         "once with pip.",
         epilog=EPILOG,
@@ -128,7 +149,7 @@ def _run_movielens(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stream.data import catalogue_path, movielens
-    from stream.data.jsonl import write_events, write_items
+    from stream.data.jsonl import write_events
 
     wheel = Path(args.wheel) if args.wheel else movielens.fetch_wheel(args.cache_dir)
     movielens.check_wheel(wheel)
@@ -144,8 +165,7 @@ def _run_movielens(args: argparse.Namespace) -> int:
     events = movielens.events(data, args.search_share, args.seed, args.title_words, args.min_rating)
     count = write_events(events, args.out, on_event=count_kind, total=sizes["interactions"])
     written(f"events ({kinds['search']:,} searches, {kinds['rec']:,} rec)", count, args.out)
-    target = catalogue_path(args.out)
-    written("item records", write_items(target, movielens.catalogue(data)), target)
+    write_catalogue(catalogue_path(args.out), movielens.catalogue(data), movielens.profiles(data))
     return 0
 
 

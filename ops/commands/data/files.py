@@ -52,7 +52,8 @@ def _run_core(args: argparse.Namespace) -> int:
             f"{result.users:,} users and {result.items:,} items kept after {result.rounds} rounds)", count, args.out)
     if records is not None:
         target = catalogue_path(args.out)
-        written("item records", write_items(target, kept_records(records, result.kept_items)), target)
+        written("catalogue records", write_items(target, kept_records(records, result.kept_items, result.kept_users)),
+                target)
     return 0
 
 

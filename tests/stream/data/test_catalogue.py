@@ -73,7 +73,7 @@ def test_write_items_refuses_a_record_readers_would_refuse_and_leaves_no_file(tm
     good = {"v": 1, "item": "a", "categories": ["x"]}
     for bad, expected in [({"v": 1, "item": "b", "categories": ["1", "2", "3", "4", "5"]}, "categories to be"),
                           ({"v": 1, "item": "b", "caption": "w " * 40}, "caption"),
-                          ({"v": 1, "categories": ["x"]}, "an item field"),
+                          ({"v": 1, "categories": ["x"]}, "an item or a user field"),
                           ({"v": 2, "item": "b"}, "v to be")]:
         with pytest.raises(DataError, match=f"item record #2 \\((?:'b'|None)\\) for .*{expected}"):
             write_items(path, [good, bad])
@@ -94,3 +94,12 @@ def test_read_catalogue_names_file_and_line(tmp_path):
     path.write_text('{"v": 1, "item": "a"}\n\n{"v": 1, "item": "b", "colour": "red"}\n')
     with pytest.raises(DataError, match=f"{path}:3: expected a catalogue v1 record \\(fields to be only"):
         list(read_catalogue(path))
+
+
+def test_write_items_names_a_bad_user_profile(tmp_path):
+    path = tmp_path / "bad.items.jsonl"
+    good = [{"v": 1, "item": "a"}, {"v": 1, "user": "u", "profile": {"age": "20s"}}]
+    with pytest.raises(DataError, match="user record #3 \\('v'\\) for .*profile field 'age' to be a string"):
+        write_items(path, [*good, {"v": 1, "user": "v", "profile": {"age": 2.5}}])
+    assert write_items(path, good) == 2
+    assert [type(r).__name__ for _line, r in read_items(path)] == ["ItemRecord", "ProfileRecord"]

@@ -49,14 +49,15 @@ def test_core_cli_writes_events_and_the_kept_items_catalogue(tmp_path, run_cli):
     source = tmp_path / "e.jsonl"
     write_events(EVENTS, source)
     records = [{"v": 1, "item": i, "categories": ["C" + i, None], "caption": f"{i} words"} for i in "abdex"]
-    write_items(tmp_path / "e.items.jsonl", records)
+    profiles = [{"v": 1, "user": u, "profile": {"age": "20s"}} for u in ("u1", "u2")]
+    write_items(tmp_path / "e.items.jsonl", records + profiles)
     out = tmp_path / "core.jsonl"
     code, stdout, _ = run_cli("data", "core", str(source), "--min-core", "2", "--out", str(out))
     assert code == 0
     assert "5 dropped, 1 search clicks removed; 1 users and 1 items kept after 3 rounds" in stdout
     assert [obj["event_id"] for _line, obj, _e in read_events(out)] == ["r1", "s3"]
-    assert [obj for _line, obj, _record in read_catalogue(tmp_path / "core.items.jsonl")] == [records[0]]
-    assert "wrote 1 item records" in stdout
+    assert [obj for _line, obj, _record in read_catalogue(tmp_path / "core.items.jsonl")] == [records[0], profiles[0]]
+    assert "wrote 2 catalogue records" in stdout
 
 
 def test_core_cli_refuses_a_bad_catalogue(tmp_path, run_cli):
@@ -68,9 +69,11 @@ def test_core_cli_refuses_a_bad_catalogue(tmp_path, run_cli):
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.items.jsonl").exists()
 
 
-def test_kept_records_follow_the_kept_items():
-    records = [{"v": 1, "item": 7}, {"v": 1, "item": "a"}, {"v": 1, "item": "b"}]
-    assert list(kept_records(records, frozenset({"7", "b"}))) == [records[0], records[2]]  # 7 and "7": one item
+def test_kept_records_follow_the_kept_items_and_users():
+    records = [{"v": 1, "item": 7}, {"v": 1, "item": "a"}, {"v": 1, "user": 7}, {"v": 1, "item": "b"},
+               {"v": 1, "user": "u"}]
+    kept = kept_records(records, frozenset({"7", "b"}), frozenset({"u"}))
+    assert list(kept) == [records[0], records[3], records[4]]  # 7 and "7": one item; user 7 is not item 7
 
 
 def test_core_cli_errors_say_what_was_expected(tmp_path, run_cli):

@@ -7,8 +7,8 @@ from data_helpers import DAY0, DAY_MS, REC_HEADER, SRC_HEADER, rec_row, src_row,
 
 from stream.contract.events import Event, Rejection, validate
 from stream.contract.files import read_items
-from stream.contract.ids import item_id, word_id
-from stream.contract.items import category_token
+from stream.contract.ids import item_id, user_id, word_id
+from stream.contract.items import ItemRecord, ProfileRecord, category_token, profile_token
 from stream.data import DataError, kuaisar
 
 H = 3_600_000
@@ -70,6 +70,7 @@ def test_cli_writes_events_and_the_item_catalogue(small, tmp_path, run_cli):
         {"v": 1, "item": 102, "categories": [3, 32], "caption": [4, 5]},
     ]
     read = {record.item: record for _line, record in read_items(tmp_path / "out" / "k.items.jsonl")}
+    assert "no user_features.csv" in stdout and "wrote 5 item records and 0 user profiles" in stdout
     assert not any(isinstance(r, Rejection) for r in read.values())
     assert read[item_id(10)].words == (word_id(1), word_id(2))  # caption words are query words
     assert read[item_id(10)].categories == (category_token(1, 1), category_token(2, 11))
@@ -98,6 +99,40 @@ def test_catalogue_levels_unknowns_and_long_captions(tmp_path):
     with pytest.raises(DataError, match="item_features.csv:2: expected column first_level_category_id to be an "
                                         "integer, got 'funny'"):
         list(kuaisar.catalogue(path, np.array([1])))
+
+
+USER_HEADER = ["user_id", "search_active_level", "rec_active_level", "onehot_feat0", "onehot_feat1", "onehot_feat2"]
+
+
+def test_profiles_take_the_reference_columns_and_skip_unknown_cells(tmp_path):
+    rows = [[1, 3, 2, 7, 5, "1.0"],   # "1.0": pandas' float column
+            [2, "", 4, 7, "", ""],   # empty cells: unknown fields
+            [9, 1, 1, 1, 1, 1],      # a user without events
+            [1, 9, 9, 9, 9, 9]]      # a second row of user 1: the first wins
+    path = write_csv(tmp_path / "user_features.csv", USER_HEADER, rows)
+    assert list(kuaisar.profiles(path, np.array([1, 2, 3]))) == [
+        {"v": 1, "user": 1, "profile": {"search_active_level": 3, "rec_active_level": 2, "onehot_feat1": 5,
+                                        "onehot_feat2": 1}},  # onehot_feat0: not a reference field
+        {"v": 1, "user": 2, "profile": {"rec_active_level": 4}},
+    ]
+    write_csv(path, ["user_id", "rec_active_level"], [[1, "high"]])  # missing columns, text values
+    assert list(kuaisar.profiles(path, np.array([1]))) == [{"v": 1, "user": 1, "profile": {"rec_active_level": "high"}}]
+
+
+def test_cli_writes_profiles_after_the_items(small, tmp_path, run_cli):
+    write_csv(small / "user_features.csv", USER_HEADER, [[1, 3, 2, 0, 5, 1], [3, 1, 1, 0, 2, 0], [77, 1, 1, 1, 1, 1]])
+    out = tmp_path / "k.jsonl"
+    code, stdout, stderr = run_cli("data", "kuaisar", str(small), "--out", str(out))
+    assert code == 0, stderr
+    assert "wrote 5 item records and 2 user profiles" in stdout
+    records = [record for _line, record in read_items(tmp_path / "k.items.jsonl")]
+    assert [type(r) for r in records] == [ItemRecord] * 5 + [ProfileRecord] * 2
+    assert records[-1] == ProfileRecord(user_id(3), (profile_token("onehot_feat1", 2), profile_token("onehot_feat2", 0),
+                                                     profile_token("rec_active_level", 1),
+                                                     profile_token("search_active_level", 1)))
+    (small / "item_features.csv").unlink()  # profiles alone still make a catalogue
+    code, stdout, _ = run_cli("data", "kuaisar", str(small), "--out", str(out))
+    assert code == 0 and "no item_features.csv" in stdout and "wrote 0 item records and 2 user profiles" in stdout
 
 
 def test_rec_clicks_only(small, tmp_path, run_cli):

@@ -8,8 +8,8 @@ import pytest
 
 from stream.contract.events import Event, Rejection, validate
 from stream.contract.files import read_items
-from stream.contract.ids import item_id, word_id
-from stream.contract.items import category_token
+from stream.contract.ids import item_id, user_id, word_id
+from stream.contract.items import ItemRecord, ProfileRecord, category_token, profile_token
 from stream.data import SourceUnavailable, movielens
 from stream.data.jsonl import write_items
 
@@ -24,10 +24,12 @@ def wheel():
     return path
 
 
-def _fake_wheel(path, inter: str, item: str):
+def _fake_wheel(path, inter: str, item: str, user: str | None = None):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{movielens.INNER}.inter", inter)
         zf.writestr(f"{movielens.INNER}.item", item)
+        if user is not None:
+            zf.writestr(f"{movielens.INNER}.user", user)
     return path
 
 
@@ -88,9 +90,33 @@ def test_catalogue_genres_by_level_and_title_words_without_year(tmp_path):
 
 
 def record_of(path):
+    """(item, record) of each item record of a catalogue file (user profiles left out)."""
     for _line, record in read_items(path):
         assert not isinstance(record, Rejection), record
-        yield record.item, record
+        if isinstance(record, ItemRecord):
+            yield record.item, record
+
+
+def test_profiles_from_ml100k_user(tmp_path):
+    user = ("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+            "1\t24\tM\ttechnician\t85711\n2\t7\tF\tstudent\tT8H1N\n3\t60\tF\tnone\t\n")
+    inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t1\t5\t881250949\n"
+    data = movielens.read_ml100k(_fake_wheel(tmp_path / "w.whl", inter, ITEM, user))
+    records = list(movielens.profiles(data))
+    assert records == [
+        {"v": 1, "user": 1, "profile": {"age": "20s", "gender": "M", "occupation": "technician", "zip1": "8"}},
+        {"v": 1, "user": 2, "profile": {"age": "0s", "gender": "F", "occupation": "student", "zip1": "T"}},
+        {"v": 1, "user": 3, "profile": {"age": "60s", "gender": "F", "occupation": "none"}},  # no zip code
+    ]
+    path = tmp_path / "ml.items.jsonl"
+    write_items(path, [*movielens.catalogue(data), *records])
+    profiles = [r for _line, r in read_items(path) if isinstance(r, ProfileRecord)]
+    assert profiles[0] == ProfileRecord(user_id(1), tuple(profile_token(f, v) for f, v in sorted(
+        {"age": "20s", "gender": "M", "occupation": "technician", "zip1": "8"}.items())))
+    assert list(movielens.profiles(movielens.read_ml100k(_fake_wheel(tmp_path / "n.whl", inter, ITEM)))) == []
+    bad = user.replace("\t7\t", "\tseven\t")
+    with pytest.raises(Exception, match="ml-100k.user:3: expected column age to be an integer, got 'seven'"):
+        movielens.read_ml100k(_fake_wheel(tmp_path / "b.whl", inter, ITEM, bad))
 
 
 def test_small_wheel_malformed_line(tmp_path):
@@ -118,7 +144,9 @@ def test_ml100k_sizes_and_conversion(wheel, tmp_path, run_cli):
     searches = sum(e["type"] == "search" for e in events)
     assert 0.28 < searches / 100_000 < 0.32
     catalogue = dict(record_of(tmp_path / "ml.items.jsonl"))
-    assert len(catalogue) == 1682 and "wrote 1,682 item records" in stdout
+    assert len(catalogue) == 1682 and "wrote 1,682 item records and 943 user profiles" in stdout
+    profiles = [r for _line, r in read_items(tmp_path / "ml.items.jsonl") if isinstance(r, ProfileRecord)]
+    assert len(profiles) == 943 and all(len(p.fields) == 4 for p in profiles)
     toy_story = catalogue[item_id(1)]  # Toy Story, Animation Children's Comedy
     assert toy_story.words == (word_id("toy"), word_id("story"))
     assert toy_story.categories == (category_token(1, "animation"), category_token(2, "children's"),
