@@ -67,6 +67,15 @@ def draw_negatives(sample, target: int, pool: np.ndarray, exclude: np.ndarray, n
                      f"{len(touched)} a user touched; evaluate on more items")
 
 
+def negatives_for(samples: list, limits, pool: np.ndarray, seed: int, exclude: dict | None = None,
+                  n: int = N_NEGATIVES) -> dict[str, np.ndarray]:
+    """{task: (rows, n) raw item ids}: each ranked row's negatives (draw_negatives), in
+    collate's row order. The same for every model given the same samples, pool and seed."""
+    exclude, none = exclude or {}, np.zeros(0, np.int64)
+    return {task: np.stack([draw_negatives(s, t, pool, exclude.get(s.user, none), n, seed) for s, t in pairs])
+            for task, pairs in ranked(samples, limits).items()}
+
+
 def evaluate_samples(learner, samples: list, *, exclude: dict | None = None, pool: np.ndarray | None = None,
                      full_ranking: bool = False, seed: int = 0, batch_size: int = 1024,
                      progress=None) -> dict[str, dict]:
@@ -77,7 +86,6 @@ def evaluate_samples(learner, samples: list, *, exclude: dict | None = None, poo
     `progress` wraps the iterable of batch starts (e.g. a tqdm bar)."""
     exclude = exclude or {}
     pool = item_pool(samples) if pool is None else pool
-    none = np.zeros(0, np.int64)
     scores: dict[str, list] = {}
     cold: dict[str, list] = {}
     known = learner.ids["items"]
@@ -85,10 +93,7 @@ def evaluate_samples(learner, samples: list, *, exclude: dict | None = None, poo
     for i in starts if progress is None else progress(starts):
         chunk = samples[i : i + batch_size]
         rows = ranked(chunk, learner.limits)
-        negatives = None
-        if not full_ranking:
-            negatives = {task: np.stack([draw_negatives(s, t, pool, exclude.get(s.user, none), N_NEGATIVES, seed)
-                                         for s, t in pairs]) for task, pairs in rows.items()}
+        negatives = None if full_ranking else negatives_for(chunk, learner.limits, pool, seed, exclude)
         out = learner.score(collate(chunk, learner.limits), n_negatives=None if full_ranking else N_NEGATIVES,
                             exclude=exclude, seed=seed, negatives=negatives)
         for task, s in out.items():

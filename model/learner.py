@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from stream.contract.history import Limits
 from stream.contract.items import MAX_FIELDS, ItemRecord
 from stream.contract.samples import Sample
 
+_SEEDED = threading.RLock()  # torch's global generator is one per process: seed-then-draw must not interleave
 FORMAT = 3  # 2: the item catalogue joined the checkpoint; 3: user profiles, catalogues keyed by token widths
 
 
@@ -76,7 +78,7 @@ class Learner:
         self.config = make_config(model, **config)
         cfg = self.config
         self.limits = Limits(max_rec=cfg.max_rec, max_search=cfg.max_search, max_clicks=cfg.max_clicks)
-        with torch.random.fork_rng(devices=[]):
+        with _SEEDED, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = build(model, cfg).to(self.device)
         self.ids = {kind: IdTable(getattr(cfg, f"n_{kind}")) for kind in KINDS}
@@ -137,7 +139,8 @@ class Learner:
         )
         self._recycle(recycled)
         self.model.train()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        # two learners may step in two threads (a periodic retrain beside the trainer's steps)
+        with _SEEDED, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed * 1_000_003 + self.step)
             with autocast(self.bf16, self.device):
                 _, losses = self.model(step.to(self.device))
@@ -164,7 +167,7 @@ class Learner:
         for _, queries in gathered:
             self.queries.add(queries)
         recycled = union_lookup(self.ids, [ids for ids, _ in gathered], {"words": rel_queries})
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with _SEEDED, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, self.step, 3]).generate_state(1)[0]))
             self._recycle(recycled)
         # 2. this rank's forward and backward, the tables only read
@@ -178,7 +181,7 @@ class Learner:
                 profiles=self.feature_profiles(),
             )
             self.model.train()
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with _SEEDED, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed((self.seed * 1_000_003 + self.step) * sync.world_size + sync.rank)
                 with autocast(self.bf16, self.device):
                     _, losses = self.model(step.to(self.device))

@@ -1,6 +1,6 @@
 """Every Prometheus metric, declared once. Prefix unisar_, seconds for time, _total for
-counters, bounded labels only (type, outcome, stage, partition, task, term, k) - never a
-user, item or query id. Pass `registry=` for a fresh registry in tests."""
+counters, bounded labels only (type, outcome, stage, partition, model, task, term, k; model
+names come from the configuration, `--models`) - never a user, item or query id. Pass `registry=` for a fresh registry in tests."""
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -91,24 +91,29 @@ class TrainerMetrics(_Served):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
         self.loss = Gauge("unisar_train_loss", "Latest value of each joint loss term per task "
-                          "(click = BCE, rel = L_Rel, align = L_Align, total)", ["task", "term"], registry=registry)
-        self.hr = Gauge("unisar_hr", "Hit ratio at k per task and mode", ["task", "k", "mode"], registry=registry)
-        self.ndcg = Gauge("unisar_ndcg", "NDCG at k per task and mode", ["task", "k", "mode"], registry=registry)
+                          "(click = BCE, rel = L_Rel, align = L_Align, total)", ["model", "task", "term"], registry=registry)
+        self.hr = Gauge("unisar_hr", "Hit ratio at k per model, task and mode", ["model", "task", "k", "mode"],
+                        registry=registry)
+        self.ndcg = Gauge("unisar_ndcg", "NDCG at k per model, task and mode", ["model", "task", "k", "mode"],
+                          registry=registry)
+        self.ndcg_gain = Gauge("unisar_challenger_ndcg_gain", "A challenger's prequential NDCG@10 minus the "
+                               "champion's, on the same rows and candidates (above 0: the challenger leads)",
+                               ["model", "task"], registry=registry)
         self.cold_share = Gauge("unisar_cold_target_share", "Share of the latest window's (prequential) or "
                                 "held-out set's (offline) true items the model had never seen: scored through "
-                                "its unknown-item vector", ["task", "mode"], registry=registry)
+                                "its unknown-item vector", ["model", "task", "mode"], registry=registry)
         self.hr_targets = Gauge("unisar_hr_by_target", "Hit ratio at k on warm (seen in training) and cold "
-                                "(never seen) true items apart", ["task", "k", "mode", "targets"], registry=registry)
+                                "(never seen) true items apart", ["model", "task", "k", "mode", "targets"], registry=registry)
         self.ndcg_targets = Gauge("unisar_ndcg_by_target", "NDCG at k on warm and cold true items apart",
-                                  ["task", "k", "mode", "targets"], registry=registry)
+                                  ["model", "task", "k", "mode", "targets"], registry=registry)
         self.nonfinite_rows = Gauge("unisar_nonfinite_score_rows", "Rows of the latest window (prequential) or "
                                     "held-out set (offline) with a NaN or infinite score: they count against the "
-                                    "model (ranked last); above 0 is a model bug", ["task", "mode"], registry=registry)
-        self.samples = Counter("unisar_train_samples_total", "Samples trained on, by task", ["task"],
+                                    "model (ranked last); above 0 is a model bug", ["model", "task", "mode"], registry=registry)
+        self.samples = Counter("unisar_train_samples_total", "Samples trained on, by model and task", ["model", "task"],
                                registry=registry)
         self.steps = Counter("unisar_train_steps_total", "Optimiser steps taken by this process", registry=registry)
-        self.model_step = Gauge("unisar_model_step", "The model's step count (continues across restarts)",
-                                registry=registry)
+        self.model_step = Gauge("unisar_model_step", "Each model's step count (continues across restarts)",
+                                ["model"], registry=registry)
         self.batch_size = Gauge("unisar_train_batch_size", "Samples in the latest training batch", registry=registry)
         self.step_seconds = Histogram("unisar_train_step_seconds", "Seconds one test-then-train step takes",
                                       buckets=LATENCY_BUCKETS, registry=registry)
@@ -126,10 +131,11 @@ class TrainerMetrics(_Served):
                                      registry=registry)
         for outcome in ("applied", "dead_letter"):  # at 0 from the start: no record yet is a value
             self.catalogue.labels(outcome)
-        self.lag = Gauge("unisar_trainer_consumer_lag", "Samples not yet read, per samples partition",
+        self.lag = Gauge("unisar_trainer_consumer_lag", "Samples not yet trained on (read and queued ones "
+                         "included), per samples partition",
                          ["partition"], registry=registry)
         self.nonfinite = Counter("unisar_train_nonfinite_loss_total", "Steps whose loss was NaN or infinite "
-                                 "(skipped)", registry=registry)
+                                 "(skipped)", ["model"], registry=registry)
         self.skipped = Counter("unisar_train_samples_skipped_total", "Samples consumed but not trained on, by "
                                "reason (duplicate: an at-least-once repeat of a trained event; stale: older than "
                                "max_staleness_s; undecodable; unlearnable: cannot be collated; exposure: a rec "
@@ -150,8 +156,13 @@ class TrainerMetrics(_Served):
             self.evictions.labels(table)
         for reason in SKIP_REASONS:
             self.skipped.labels(reason)
-        for task in TASKS:
-            self.samples.labels(task)
+
+    def name_models(self, models: list[str]) -> None:
+        """Create each model's counters at 0, so a scrape shows them before the first step."""
+        for model in models:
+            self.nonfinite.labels(model)
+            for task in TASKS:
+                self.samples.labels(model, task)
 
 
 class RankMetrics:

@@ -10,11 +10,14 @@ from pathlib import Path
 from model.metrics import NAMES as QUALITY
 
 
-def flatten(samples: list[tuple[str, dict, float]]) -> dict[str, float]:
+def flatten(samples: list[tuple[str, dict, float]], model: str | None = None) -> dict[str, float]:
     """Scraped samples to flat keys the report plots, e.g. "loss/rec/total",
-    "hr/rec/10/prequential", "events", "trained"."""
+    "hr/rec/10/prequential", "events", "trained"; of `model` alone where a sample is one
+    model's (a trainer of several models labels them)."""
     out: dict[str, float] = {}
     for name, labels, value in samples:
+        if model is not None and labels.get("model", model) != model:
+            continue
         if name == "unisar_train_loss":
             out[f"loss/{labels['task']}/{labels['term']}"] = value
         elif name in ("unisar_hr", "unisar_ndcg"):

@@ -157,6 +157,20 @@ class TrainerSettings(SettingsGroup):
     model: str = Field("unisar", description="model of the zoo: unisar, unifiedssr, user, sasrec or popularity "
                        "(model.registry); a resumed checkpoint must hold the same model",
                        json_schema_extra=cli(metavar="NAME"))
+    models: str | None = Field(None, description="several models on the same stream, side by side: ARCH[:POLICY],... "
+                               "(policies continual, frozen, periodic), the first the champion; e.g. "
+                               "unisar,unisar:frozen,unisar:periodic (README, 'Models side by side')",
+                               json_schema_extra=cli(metavar="SPECS", default="none, --model alone"))
+    frozen_after: int = Field(20_000, ge=1, description="a frozen model stops learning after this many samples",
+                              json_schema_extra=cli(metavar="N"))
+    retrain_every: int = Field(20_000, ge=1, description="a periodic model is retrained from scratch every N samples "
+                               "(learning continually until the first)", json_schema_extra=cli(metavar="N"))
+    retrain_window: int = Field(40_000, ge=1, description="the trailing samples a periodic retrain learns from",
+                                json_schema_extra=cli(metavar="N"))
+    retrain_epochs: int = Field(2, ge=1, description="passes over the trailing window per periodic retrain",
+                                json_schema_extra=cli(metavar="N"))
+    ledger: str | None = Field(None, description="append each scored batch's per-model HR@10/NDCG@10 to this JSON-lines "
+                               "file (read by unisar compare)", json_schema_extra=cli(metavar="FILE", default="none"))
     exposures: bool = Field(False, description="train on rec exposures without a click as labelled negatives "
                             "(README, 'Rec exposures')", json_schema_extra=cli(metavar="{true,false}"))
     train_precision: Literal["auto", "bf16", "fp32"] = Field(

@@ -4,4 +4,4 @@ A module's `register` adds its parser and sets `func=` to a callable taking the 
 args and returning an exit code. Heavy imports (torch, aiokafka) happen inside `func`,
 so `unisar --help` stays fast.
 """
-COMMANDS = ("broker", "produce", "worker", "inspect", "fit", "eval", "data", "train", "serve", "demo")
+COMMANDS = ("broker", "produce", "worker", "inspect", "fit", "eval", "data", "train", "serve", "demo", "compare")

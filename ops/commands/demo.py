@@ -177,7 +177,7 @@ def _run_system(args, events_path, run_dir) -> int:
                 values = {}
                 for port in (settings.metrics_port, settings.trainer_metrics_port):
                     try:
-                        values.update(flatten(scrape_samples(port)))
+                        values.update(flatten(scrape_samples(port), settings.model))
                     except OSError:
                         pass
                 record.add(values)

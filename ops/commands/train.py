@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     check_model(settings.model)
+    check_models(settings)
     check_world(settings)
     check_device(settings.device)
     require_broker(settings)
@@ -80,6 +81,19 @@ def check_model(name: str) -> None:
 
     if name not in MODELS:
         fail(f"--model: expected one of {', '.join(sorted(MODELS))}, got {name!r}")
+
+
+def check_models(settings) -> None:
+    """`--models` that cannot run, said before anything starts."""
+    from ops.commands._common import fail
+    from stream.train.trainer import contender_specs
+
+    try:
+        specs = contender_specs(settings)
+    except ValueError as exc:
+        fail(f"--models: {exc}")
+    if len(specs) > 1 and settings.world_size > 1:
+        fail("--models runs several models in one process; with --world-size > 1 give one --model")
 
 
 def check_world(settings) -> None:

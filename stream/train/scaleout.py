@@ -144,7 +144,7 @@ class RankTrainer(ContinualTrainer):
                 started, before = time.monotonic(), self.learner.step
                 terms = await asyncio.to_thread(self._test_then_train, samples)
                 stepped = self.learner.step > before  # the same on every rank
-                if stepped or terms:
+                if stepped or any(terms.values()):
                     self._record(samples, terms, time.monotonic() - started)
             self.rank_metrics.rounds.labels("step" if stepped else "idle").inc()
             for partition, offset, _ in batch:  # skipped samples are consumed too

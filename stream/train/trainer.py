@@ -1,17 +1,20 @@
 """The continual trainer: samples in, test-then-train steps, checkpoints, metrics.
 
-Two asyncio tasks share a bounded queue. The fetcher polls `sar.samples` in a consumer
-group and decodes (queueing, in place of a sample, the reason it is skipped: undecodable,
-or stale past `--max-staleness`, read from the header alone); the trainer forms
-mini-batches (size or maximum wait), and runs each step in a worker thread: score the batch first (prequential HR/NDCG over a sliding
-window), then one joint optimiser step. The event loop never blocks on torch, so the
-consumer keeps heartbeating however long a step takes.
+Two asyncio tasks share a bounded queue (stream.train.fetch): the fetcher polls
+`sar.samples` in a consumer group and decodes, the trainer forms mini-batches (size or
+maximum wait) and runs each step in a worker thread, so the event loop never blocks on torch
+and the consumer keeps heartbeating however long a step takes.
+
+A step is test-then-train for every model of `--models` (stream.train.contenders): the
+batch's scored rows get their candidates once (stream.train.candidates), each model scores
+them (prequential HR/NDCG over its sliding window), then each model that learns takes one
+joint optimiser step on the batch. One model is the default (`--model`).
 
 Progress lives in the checkpoint: model, optimiser, id maps, step and the next offset of
-every samples partition, written atomically (state.checkpoints). A restart loads the newest
-checkpoint and seeks to its offsets, so a kill -9 loses at most one checkpoint interval of
-training. Offsets are also committed to the group after each checkpoint, for lag
-monitoring only.
+every samples partition, written atomically (state.checkpoints); each challenger's model
+beside it, in `challengers/NAME`. A restart loads the newest checkpoints and seeks to their
+offsets, so a kill -9 loses at most one checkpoint interval of training. Offsets are also
+committed to the group after each checkpoint, for lag monitoring only.
 
 With `--world-size` W > 1 this trainer runs as one rank of W: stream.train.scaleout.
 """
@@ -22,33 +25,32 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from model.batch import collate, is_ranked
 from model.evaluation import evaluable, evaluate_samples
 from model.learner import Learner
+from model.metrics import hit_rate, ndcg
 from model.prequential import SlidingWindow, scored
+from model.registry import MODELS
 from ops.metrics import TrainerMetrics
 from ops.settings import Settings
 from state.checkpoints import CheckpointDir
-from stream.contract import samples as sample_codec
-from stream.train.admission import ADMIT, STALE, UNDECODABLE, Admission
-from stream.train.catalogue import CatalogueFollower
 from stream.kafka import aio_kwargs
+from stream.train.admission import ADMIT, STALE, Admission
+from stream.train.candidates import ItemPool, mentioned, shared_negatives
+from stream.train.catalogue import CatalogueFollower
+from stream.train.contenders import Contender, Schedule, Spec, parse_models
+from stream.train.fetch import Shed, fetch, next_batch
+from stream.train.ledger import Ledger
 
 log = logging.getLogger(__name__)
 TERMS = {"bce": "click", "rel": "rel", "align": "align"}
 UNLEARNABLE = "unlearnable"
 EXPOSURE = "exposure"
-
-
-@dataclass(frozen=True, slots=True)
-class Shed:
-    """A run of `count` stale samples the fetcher skipped, up to its entry's offset."""
-
-    count: int
+CHALLENGERS = "challengers"  # the challengers' checkpoints: <checkpoint_dir>/challengers/<name>
 
 
 def _until(stop: threading.Event, items):
@@ -67,10 +69,15 @@ def _collates(sample) -> bool:
         return False
 
 
-def new_learner(settings: Settings) -> Learner:
+def new_learner(settings: Settings, model: str | None = None) -> Learner:
     config = dict(n_users=settings.n_users, n_items=settings.n_items, n_words=settings.n_words)  # every model has them
-    return Learner(settings.model, seed=settings.seed, device=settings.device, exposures=settings.exposures,
+    return Learner(model or settings.model, seed=settings.seed, device=settings.device, exposures=settings.exposures,
                    precision=settings.train_precision, **config)
+
+
+def contender_specs(settings: Settings) -> list[Spec]:
+    """The models this trainer runs, the champion first: `--models`, else `--model` alone."""
+    return parse_models(settings.models or settings.model, frozenset(MODELS))
 
 
 class ContinualTrainer(ConsumerRebalanceListener):
@@ -78,26 +85,35 @@ class ContinualTrainer(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, metrics: TrainerMetrics, heldout: list | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        specs = contender_specs(settings)
+        if len(specs) > 1 and self.sync is not None:
+            raise ValueError("--models runs several models in one process; with --world-size > 1 give one --model")
+        self.schedule = Schedule(settings.frozen_after, settings.retrain_every, settings.retrain_window,
+                                 settings.retrain_epochs, settings.batch_size)
         self.ckpts = CheckpointDir(settings.checkpoint_dir, keep=settings.keep_checkpoints)
         state = self._load_checkpoint()
         self.admission = Admission(settings.dedup_window, settings.max_staleness_s)
-        if state is None:
-            self.learner = new_learner(settings)
-            self.offsets: dict[int, int] = {}
-        else:
-            if state.get("model_name") != settings.model:
-                raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
-                                 f"{settings.model!r}; give another --checkpoint-dir or the checkpoint's --model")
-            self.learner = Learner.from_state_dict(state, device=settings.device)
-            self.learner.asked_exposures = settings.exposures  # training policies of this run, not of the model
-            self.learner.set_precision(settings.train_precision)
+        self.offsets: dict[int, int] = {}
+        self.pool = ItemPool(settings.n_items)
+        if state is not None:
             self.offsets = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
             if "admission" in state:
                 self.admission.load_state_dict(state["admission"])
+            if "pool" in state:
+                self.pool.load_state_dict(state["pool"])
+        self.contenders = [self._contender(specs[0], state)]
+        for spec in specs[1:]:
+            self.contenders.append(self._contender(spec, self._challenger_dir(spec.name).load_latest()))
+        if state is not None:
             log.info("resumed from checkpoint at step %d, offsets %s", self.learner.step, self.offsets)
+        limits = {c.learner.limits for c in self.contenders}
+        if len(limits) > 1:
+            raise ValueError(f"--models: the models read histories of different lengths ({limits}); "
+                             "they must rank the same rows")
+        self.limits = self.learner.limits
         self.items = CatalogueFollower(settings, int(state.get("items_offset", 0)) if state else 0)
-        self.window = SlidingWindow(settings.window)
         self.heldout = evaluable(heldout or [])
+        self.ledger = Ledger(settings.ledger) if settings.ledger else None
         self._consumer: AIOKafkaConsumer | None = None
         self._offline: threading.Thread | None = None
         self._evaluated_step = -1  # model step of the newest offline evaluation started
@@ -105,7 +121,38 @@ class ContinualTrainer(ConsumerRebalanceListener):
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._evictions_seen: dict[str, int] = {}
-        metrics.model_step.set(self.learner.step)
+        metrics.name_models([c.name for c in self.contenders])
+        for c in self.contenders:
+            metrics.model_step.labels(c.name).set(c.learner.step)
+
+    def _contender(self, spec: Spec, state: dict | None) -> Contender:
+        s = self.settings
+        if state is None:
+            learner = new_learner(s, spec.arch)
+        else:
+            if state.get("model_name") != spec.arch:
+                raise ValueError(f"its newest checkpoint holds model {state.get('model_name')!r}, --model asks for "
+                                 f"{spec.arch!r} (as {spec.name}); give another --checkpoint-dir or the checkpoint's "
+                                 "model")
+            learner = Learner.from_state_dict(state, device=s.device)
+            learner.asked_exposures = s.exposures  # training policies of this run, not of the model
+            learner.set_precision(s.train_precision)
+        contender = Contender(spec, learner, self.schedule, SlidingWindow(s.window))
+        if state is not None and "contender" in state:
+            contender.load_state_dict(state["contender"])
+        return contender
+
+    def _challenger_dir(self, name: str) -> CheckpointDir:
+        return CheckpointDir(Path(self.settings.checkpoint_dir) / CHALLENGERS / name, keep=self.settings.keep_checkpoints)
+
+    @property
+    def learner(self) -> Learner:
+        """The champion's learner: the one checkpointed for serving and evaluated offline."""
+        return self.contenders[0].learner
+
+    @learner.setter
+    def learner(self, learner: Learner) -> None:
+        self.contenders[0].learner = learner
 
     def _load_checkpoint(self) -> dict | None:
         return self.ckpts.load_latest()
@@ -135,9 +182,13 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 task.cancel()
             await asyncio.gather(fetcher, *followers, return_exceptions=True)
             await self._end_offline_eval()
+            for c in self.contenders:
+                await asyncio.to_thread(c.stop)
             if self._steps_since_ckpt:
                 await self._checkpoint()
             await self._consumer.stop()
+            if self.ledger is not None:
+                self.ledger.close()
         log.info("trainer stopped cleanly at step %d", self.learner.step)
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -156,60 +207,12 @@ class ContinualTrainer(ConsumerRebalanceListener):
     # ---- fetch ----------------------------------------------------------------------------
 
     async def _fetch(self, queue: asyncio.Queue, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            fetched = await self._consumer.getmany(timeout_ms=200)
-            now = time.time()
-            for tp, records in fetched.items():
-                shed, last = 0, -1  # a run of stale records: one queue entry for all of them
-                for record in records:
-                    # shed before decoding, and without queueing each: a trainer that fell behind
-                    # must skip samples faster than the stream makes them, and fresh samples must
-                    # not wait behind stale ones for a place in a batch
-                    if record.value is not None and self.admission.is_stale(
-                            sample_codec.ingest_ms_of(record.value), now):
-                        shed, last = shed + 1, record.offset
-                        continue
-                    if shed:
-                        await queue.put((tp.partition, last, Shed(shed)))
-                        shed = 0
-                    try:
-                        sample = sample_codec.decode(record.value)
-                    except ValueError as exc:
-                        log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
-                        sample = UNDECODABLE  # still queued: its offset must move on in order
-                    await queue.put((tp.partition, record.offset, sample))
-                if shed:
-                    await queue.put((tp.partition, last, Shed(shed)))
-            for tp in self._consumer.assignment():
-                high = self._consumer.highwater(tp)
-                if high is not None:
-                    self.metrics.lag.labels(str(tp.partition)).set(max(0, high - await self._consumer.position(tp)))
+        await fetch(self._consumer, self.admission, queue, stop, self.metrics.lag, self.offsets)
 
     # ---- train ----------------------------------------------------------------------------
 
     async def _next_batch(self, queue: asyncio.Queue, stop: asyncio.Event) -> list:
-        batch: list = []
-        deadline, samples = None, 0  # entries of shed runs take no place in the batch
-        while samples < self.settings.batch_size and not stop.is_set():
-            if not queue.empty():  # take what is there without a wait_for per item
-                entry = queue.get_nowait()
-            else:
-                timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    entry = await asyncio.wait_for(queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break  # a partial batch after max_wait_s, or none: the caller may do idle work
-            partition, offset, item = entry
-            # A sample that went stale while it waited in the queue (during the last step) is
-            # shed here, taking no place: else a batch would fill with the oldest samples and
-            # lose most of them at admission, and the trainer would step on small batches.
-            if isinstance(item, sample_codec.Sample) and self.admission.is_stale(item.ingest_ms, time.time()):
-                entry = (partition, offset, Shed(1))
-            batch.append(entry)
-            samples += not isinstance(entry[2], Shed)
-            if deadline is None:
-                deadline = time.monotonic() + self.settings.max_wait_s
-        return batch
+        return await next_batch(queue, stop, self.admission, self.settings.batch_size, self.settings.max_wait_s)
 
     async def _train(self, queue: asyncio.Queue, stop: asyncio.Event, *readers: asyncio.Task) -> None:
         while not stop.is_set():
@@ -234,7 +237,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
             if (self._steps_since_ckpt >= self.settings.checkpoint_every_steps
                     or time.monotonic() - self._last_ckpt >= self.settings.checkpoint_every_s):
                 await self._checkpoint()
-            if self.heldout and self.learner.step % self.settings.offline_every_steps == 0:
+            if (self.heldout and self.learner.step % self.settings.offline_every_steps == 0
+                    and self._evaluated_step < self.learner.step):
                 self._start_offline_eval()
 
     def _take_items(self) -> None:
@@ -243,7 +247,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
         read = len(self.items.pending)
         records = self.items.drain()
         if read:
-            self.learner.add_items(records)
+            for c in self.contenders:
+                c.learner.add_items(records)
             self.metrics.catalogue.labels("applied").inc(len(records))
             self.metrics.catalogue.labels("dead_letter").inc(read - len(records))
             self.metrics.catalogue_items.set(len(self.learner.catalogue))
@@ -278,42 +283,72 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.metrics.skipped.labels(UNLEARNABLE).inc(len(samples) - len(learnable))
             return await asyncio.to_thread(self._test_then_train, learnable)
 
-    def _test_then_train(self, samples: list) -> dict[str, float]:
-        """In a worker thread: score first (the batch is unseen), then learn from it. The
-        first batches of a fresh model are not scored: 99 negatives need 100 known items."""
+    def _test_then_train(self, samples: list) -> dict[str, dict[str, float] | None]:
+        """In a worker thread, for every model: score first (the batch is unseen), then learn
+        from it if its policy says so. Returns each model's loss terms (None: it did not
+        learn). The first batches are not scored: 99 negatives need a pool of 200 items."""
         share = self.settings.score_share
         tested = samples if share >= 1 else [s for s in samples if scored(s.event_id, share)]
-        batch = collate(tested, self.learner.limits)  # the clicks scored (all of them: also the ones learnt)
-        if len(batch) and len(self.learner.ids["items"]) > 2 * 100:
-            known = self.learner.ids["items"]
-            for task, scores in self.learner.score(batch).items():
-                self.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)
-        if self.learner.exposures or len(tested) < len(samples):  # rec exposures: learnt as labelled negatives
-            batch = collate(samples, self.learner.limits, exposures=self.learner.exposures)
-        return self.learner.learn_many(batch, self.sync)
+        batch = collate(tested, self.limits)  # the clicks scored (all of them: also the ones learnt)
+        self.pool.add(mentioned(samples))
+        negatives = shared_negatives(tested, self.limits, self.pool, self.settings.seed) if len(batch) else None
+        terms, figures, seconds = {}, {}, {}
+        for c in self.contenders:
+            started = time.perf_counter()
+            c.swap_if_ready()
+            if negatives is not None:
+                known = c.learner.ids["items"]
+                for task, scores in c.learner.score(batch, negatives=negatives).items():
+                    c.window.add(task, scores.numpy(), cold=known.find(batch.tasks[task].target) == 0)
+                    figures[c.name, task] = (len(scores), hit_rate(scores.numpy(), 10), ndcg(scores.numpy(), 10))
+            learns = c.learns()
+            if learns:
+                full = batch
+                if c.learner.exposures or len(tested) < len(samples):  # rec exposures: labelled negatives
+                    full = collate(samples, self.limits, exposures=c.learner.exposures)
+                terms[c.name] = c.learner.learn_many(full, self.sync)
+            else:
+                terms[c.name] = None
+            c.offered(samples, learns)
+            seconds[c.name] = time.perf_counter() - started
+        if self.ledger is not None:
+            self.ledger.write(samples, figures, {c.name: c.trained for c in self.contenders}, seconds)
+        return terms
 
-    def _record(self, samples: list, terms: dict[str, float], seconds: float) -> None:
+    def _record(self, samples: list, terms: dict[str, dict[str, float] | None], seconds: float) -> None:
         m = self.metrics
         m.step_seconds.observe(seconds)
         m.steps.inc()
-        m.model_step.set(self.learner.step)
         m.batch_size.set(len(samples))
         now = time.time()
-        for s in samples:
-            if not is_ranked(s) and not (self.learner.exposures and s.task == "rec"):
-                m.skipped.labels(EXPOSURE).inc()  # a rec exposure without a click, left out
+        champion = self.contenders[0]
+        counted = [s for s in samples if is_ranked(s) or (self.learner.exposures and s.task == "rec")]
+        m.skipped.labels(EXPOSURE).inc(len(samples) - len(counted))  # rec exposures without a click, left out
+        if terms.get(champion.name) is not None:
+            for s in counted:
+                if s.ingest_ms:
+                    m.freshness.observe(max(0.0, now - s.ingest_ms / 1000))
+        for c in self.contenders:
+            m.model_step.labels(c.name).set(c.learner.step)
+            learnt = terms.get(c.name)
+            if learnt is None:
                 continue
-            m.samples.labels(s.task).inc()
-            if s.ingest_ms:
-                m.freshness.observe(max(0.0, now - s.ingest_ms / 1000))
-        if not all(math.isfinite(v) for v in terms.values()):
-            m.nonfinite.inc()
-        for key, value in terms.items():
-            task, _, term = key.partition("/")
-            if term:  # "rec/bce" -> task rec, term click; the joint total has no task
-                m.loss.labels(task, TERMS.get(term, term)).set(value)
-        for task, result in self.window.result().items():
-            self._export_quality(task, "prequential", result)
+            for s in counted:
+                m.samples.labels(c.name, s.task).inc()
+            if not all(math.isfinite(v) for v in learnt.values()):
+                m.nonfinite.labels(c.name).inc()
+            for key, value in learnt.items():
+                task, _, term = key.partition("/")
+                if term:  # "rec/bce" -> task rec, term click; the joint total has no task
+                    m.loss.labels(c.name, task, TERMS.get(term, term)).set(value)
+        windows = {c.name: c.window.result() for c in self.contenders}
+        for name, results in windows.items():
+            for task, result in results.items():
+                self._export_quality(name, task, "prequential", result)
+        for c in self.contenders[1:]:  # a challenger's lead over the champion on the same rows
+            for task, result in windows[c.name].items():
+                if task in windows[champion.name]:
+                    m.ndcg_gain.labels(c.name, task).set(result["NDCG@10"] - windows[champion.name][task]["NDCG@10"])
         for kind, table in self.learner.ids.items():
             m.table_rows.labels(kind).set(table.capacity)
             m.table_used.labels(kind).set(len(table))
@@ -323,31 +358,38 @@ class ContinualTrainer(ConsumerRebalanceListener):
                 m.evictions.labels(kind).inc(evicted)
             self._evictions_seen[kind] = evictions
 
-    def _export_quality(self, task: str, mode: str, result: dict) -> None:
+    def _export_quality(self, model: str, task: str, mode: str, result: dict) -> None:
         for name, value in result.items():
             metric, _, k = name.partition("@")
             if metric == "HR":
-                self.metrics.hr.labels(task, k, mode).set(value)
+                self.metrics.hr.labels(model, task, k, mode).set(value)
             elif metric == "NDCG":
-                self.metrics.ndcg.labels(task, k, mode).set(value)
+                self.metrics.ndcg.labels(model, task, k, mode).set(value)
             elif metric == "nonfinite":
-                self.metrics.nonfinite_rows.labels(task, mode).set(value)
+                self.metrics.nonfinite_rows.labels(model, task, mode).set(value)
             elif metric == "cold_share":
-                self.metrics.cold_share.labels(task, mode).set(value)
+                self.metrics.cold_share.labels(model, task, mode).set(value)
             elif metric in ("warm", "cold"):
                 for part_name, part_value in value.items():
                     part_metric, _, part_k = part_name.partition("@")
                     if part_metric in ("HR", "NDCG"):
                         gauge = self.metrics.hr_targets if part_metric == "HR" else self.metrics.ndcg_targets
-                        gauge.labels(task, part_k, mode, metric).set(part_value)
+                        gauge.labels(model, task, part_k, mode, metric).set(part_value)
 
     # ---- checkpoints and offline evaluation ----------------------------------------------
 
     async def _checkpoint(self) -> None:
+        """The champion's checkpoint holds the stream's progress (offsets, admission memory,
+        catalogue offset, item pool); each challenger's, written just before it, its model."""
+        for c in self.contenders[1:]:
+            ckpt = {**c.learner.state_dict(), "contender": c.state_dict()}
+            await asyncio.to_thread(self._challenger_dir(c.name).save, ckpt, c.learner.step)
         state = self.learner.state_dict()
         state["offsets"] = {str(p): o for p, o in self.offsets.items()}
         state["admission"] = self.admission.state_dict()
         state["items_offset"] = self.items.next_offset
+        state["pool"] = self.pool.state_dict()
+        state["contender"] = self.contenders[0].state_dict()
         await asyncio.to_thread(self.ckpts.save, state, self.learner.step)
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
@@ -397,7 +439,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.metrics.offline_eval_seconds.observe(time.monotonic() - started)
             self.metrics.last_offline_eval.set(time.time())
             for task, result in results.items():
-                self._export_quality(task, "offline", result)
+                self._export_quality(self.contenders[0].name, task, "offline", result)
             self.metrics.offline_eval_step.set(snapshot.step)  # after the figures: they belong to it
             log.info("offline evaluation at step %d: %s", snapshot.step, results)
 

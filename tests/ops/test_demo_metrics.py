@@ -28,22 +28,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = [str(p) for p in range(4)]  # the demo's topics: Settings().partitions
 
+MODEL = "unisar"  # the demo's default model: the trainer's metrics carry it as their model label
+
 
 def required_trainer() -> set[tuple[str, frozenset]]:
     want = set()
     for task in m.TASKS:
-        want |= {("unisar_train_loss", frozenset({"task": task, "term": term}.items())) for term in m.LOSS_TERMS}
+        want |= {("unisar_train_loss", frozenset({"model": MODEL, "task": task, "term": term}.items()))
+                 for term in m.LOSS_TERMS}
         for mode in m.MODES:
-            want |= {("unisar_hr", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in HR_AT}
-            want |= {("unisar_ndcg", frozenset({"task": task, "k": str(k), "mode": mode}.items())) for k in NDCG_AT}
-        want.add(("unisar_train_samples_total", frozenset({"task": task}.items())))
+            want |= {("unisar_hr", frozenset({"model": MODEL, "task": task, "k": str(k), "mode": mode}.items()))
+                     for k in HR_AT}
+            want |= {("unisar_ndcg", frozenset({"model": MODEL, "task": task, "k": str(k), "mode": mode}.items()))
+                     for k in NDCG_AT}
+        want.add(("unisar_train_samples_total", frozenset({"model": MODEL, "task": task}.items())))
     for table in m.ID_TABLES:
         for name in ("unisar_embedding_rows", "unisar_embedding_rows_used", "unisar_embedding_evictions_total"):
             want.add((name, frozenset({"table": table}.items())))
     want |= {("unisar_trainer_consumer_lag", frozenset({"partition": p}.items())) for p in PARTITIONS}
-    for name in ("unisar_train_steps_total", "unisar_train_batch_size", "unisar_model_step",
+    for name in ("unisar_train_steps_total", "unisar_train_batch_size",
                  "unisar_freshness_seconds_count", "unisar_freshness_seconds_sum"):
         want.add((name, frozenset()))
+    want.add(("unisar_model_step", frozenset({"model": MODEL}.items())))
     want |= {("unisar_freshness_seconds_bucket", frozenset({"le": le}.items()))
              for le in [str(float(b)) for b in m.FRESHNESS_BUCKETS] + ["+Inf"]}
     return want
@@ -84,7 +90,7 @@ def test_demo_metrics_show_every_point_4_metric_with_live_values(tmp_path):
                 if first_worker is None and total(worker, "unisar_events_total") > 0:
                     first_worker = worker
                 missing = sorted((want_trainer - trainer.keys()) | (want_worker - worker.keys()), key=str)
-                if not missing and first_worker is not None and trainer[("unisar_model_step", frozenset())] > 0:
+                if not missing and first_worker is not None and trainer[("unisar_model_step", frozenset({"model": MODEL}.items()))] > 0:
                     break
             assert time.monotonic() < deadline, (
                 f"after 100 s still missing: {missing if worker is not None else 'no /metrics answer'}\n"

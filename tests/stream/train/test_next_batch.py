@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 from stream.contract.history import History
 from stream.contract.samples import Sample
 from stream.train.admission import Admission
-from stream.train.trainer import ContinualTrainer, Shed
+from stream.train.fetch import Shed, next_batch as form_batch
 
 
 def sample(n: int, age_s: float) -> Sample:
@@ -18,15 +17,11 @@ def sample(n: int, age_s: float) -> Sample:
 
 
 def next_batch(entries: list, batch_size: int, max_staleness_s: float | None) -> list:
-    trainer = object.__new__(ContinualTrainer)  # only what batch forming reads
-    trainer.settings = SimpleNamespace(batch_size=batch_size, max_wait_s=0.05)
-    trainer.admission = Admission(100, max_staleness_s)
-
     async def run() -> list:
         queue: asyncio.Queue = asyncio.Queue()
         for entry in entries:
             queue.put_nowait(entry)
-        return await trainer._next_batch(queue, asyncio.Event())
+        return await form_batch(queue, asyncio.Event(), Admission(100, max_staleness_s), batch_size, 0.05)
 
     return asyncio.run(run())
 

@@ -1,0 +1,88 @@
+"""The trainer's input side: poll `sar.samples`, shed what is stale, decode, queue; then form
+mini-batches from the queue. Each queue entry is (partition, offset, item), the item a
+Sample, a skip reason (str) or a Shed run, so every offset moves on in order whatever the
+record held."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from stream.contract import samples as sample_codec
+from stream.train.admission import UNDECODABLE, Admission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A run of `count` stale samples the fetcher skipped, up to its entry's offset."""
+
+    count: int
+
+
+async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyncio.Event, lag=None,
+                trained: dict[int, int] | None = None) -> None:
+    """Poll until `stop`, queueing every record's entry. `lag` (a gauge by partition) follows
+    the samples not yet trained of each partition held: from the end of the partition back to
+    `trained[partition]` (the next offset the trainer has not consumed; until it has one, the
+    consumer's position), so samples read but still queued count as lag."""
+    while not stop.is_set():
+        fetched = await consumer.getmany(timeout_ms=200)
+        now = time.time()
+        for tp, records in fetched.items():
+            shed, last = 0, -1  # a run of stale records: one queue entry for all of them
+            for record in records:
+                # shed before decoding, and without queueing each: a trainer that fell behind
+                # must skip samples faster than the stream makes them, and fresh samples must
+                # not wait behind stale ones for a place in a batch
+                if record.value is not None and admission.is_stale(sample_codec.ingest_ms_of(record.value), now):
+                    shed, last = shed + 1, record.offset
+                    continue
+                if shed:
+                    await queue.put((tp.partition, last, Shed(shed)))
+                    shed = 0
+                try:
+                    sample = sample_codec.decode(record.value)
+                except ValueError as exc:
+                    log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
+                    sample = UNDECODABLE  # still queued: its offset must move on in order
+                await queue.put((tp.partition, record.offset, sample))
+            if shed:
+                await queue.put((tp.partition, last, Shed(shed)))
+        if lag is None:
+            continue
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                done = (trained or {}).get(tp.partition)
+                lag.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp) if done is None else done)))
+
+
+async def next_batch(queue: asyncio.Queue, stop: asyncio.Event, admission: Admission, batch_size: int,
+                     max_wait_s: float) -> list:
+    """Entries until `batch_size` samples, or `max_wait_s` after the first entry; none after
+    0.2 s of an empty queue (the caller may do idle work)."""
+    batch: list = []
+    deadline, samples = None, 0  # entries of shed runs take no place in the batch
+    while samples < batch_size and not stop.is_set():
+        if not queue.empty():  # take what is there without a wait_for per item
+            entry = queue.get_nowait()
+        else:
+            timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                entry = await asyncio.wait_for(queue.get(), timeout)
+            except asyncio.TimeoutError:
+                break
+        partition, offset, item = entry
+        # A sample that went stale while it waited in the queue (during the last step) is
+        # shed here, taking no place: else a batch would fill with the oldest samples and
+        # lose most of them at admission, and the trainer would step on small batches.
+        if isinstance(item, sample_codec.Sample) and admission.is_stale(item.ingest_ms, time.time()):
+            entry = (partition, offset, Shed(1))
+        batch.append(entry)
+        samples += not isinstance(entry[2], Shed)
+        if deadline is None:
+            deadline = time.monotonic() + max_wait_s
+    return batch
