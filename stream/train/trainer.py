@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import threading
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from model.batch import collate, is_ranked
-from model.evaluation import evaluable, evaluate_samples
 from model.learner import Learner
 from model.metrics import hit_rate, ndcg
 from model.prequential import SlidingWindow, scored
@@ -45,20 +42,13 @@ from stream.train.catalogue import CatalogueFollower
 from stream.train.contenders import Contender, Schedule, Spec, parse_models
 from stream.train.fetch import Shed, fetch, next_batch
 from stream.train.ledger import Ledger
+from stream.train.offline_eval import OfflineEvaluator
+from stream.train.reporting import export_tables, export_terms, export_windows
 
 log = logging.getLogger(__name__)
-TERMS = {"bce": "click", "rel": "rel", "align": "align"}
 UNLEARNABLE = "unlearnable"
 EXPOSURE = "exposure"
 CHALLENGERS = "challengers"  # the challengers' checkpoints: <checkpoint_dir>/challengers/<name>
-
-
-def _until(stop: threading.Event, items):
-    """`items` until `stop` is set."""
-    for item in items:
-        if stop.is_set():
-            return
-        yield item
 
 
 def _collates(sample) -> bool:
@@ -112,12 +102,10 @@ class ContinualTrainer(ConsumerRebalanceListener):
                              "they must rank the same rows")
         self.limits = self.learner.limits
         self.items = CatalogueFollower(settings, int(state.get("items_offset", 0)) if state else 0)
-        self.heldout = evaluable(heldout or [])
+        self.offline = OfflineEvaluator(metrics, heldout or [], settings.seed, settings.device)
+        self.heldout = self.offline.heldout
         self.ledger = Ledger(settings.ledger) if settings.ledger else None
         self._consumer: AIOKafkaConsumer | None = None
-        self._offline: threading.Thread | None = None
-        self._evaluated_step = -1  # model step of the newest offline evaluation started
-        self._stopping = threading.Event()  # tells a running offline evaluation to give up
         self._steps_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._evictions_seen: dict[str, int] = {}
@@ -222,7 +210,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self._take_items()
             batch = await self._next_batch(queue, stop)
             if not batch:  # idle: make sure the newest model has offline figures
-                if self.heldout and self._evaluated_step < self.learner.step:
+                if self.heldout and self.offline.evaluated_step < self.learner.step:
                     self._start_offline_eval()
                 continue
             started = time.monotonic()
@@ -238,7 +226,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
                     or time.monotonic() - self._last_ckpt >= self.settings.checkpoint_every_s):
                 await self._checkpoint()
             if (self.heldout and self.learner.step % self.settings.offline_every_steps == 0
-                    and self._evaluated_step < self.learner.step):
+                    and self.offline.evaluated_step < self.learner.step):
                 self._start_offline_eval()
 
     def _take_items(self) -> None:
@@ -321,60 +309,21 @@ class ContinualTrainer(ConsumerRebalanceListener):
         m.steps.inc()
         m.batch_size.set(len(samples))
         now = time.time()
-        champion = self.contenders[0]
         counted = [s for s in samples if is_ranked(s) or (self.learner.exposures and s.task == "rec")]
         m.skipped.labels(EXPOSURE).inc(len(samples) - len(counted))  # rec exposures without a click, left out
-        if terms.get(champion.name) is not None:
+        if terms.get(self.contenders[0].name) is not None:
             for s in counted:
                 if s.ingest_ms:
                     m.freshness.observe(max(0.0, now - s.ingest_ms / 1000))
         for c in self.contenders:
             m.model_step.labels(c.name).set(c.learner.step)
             learnt = terms.get(c.name)
-            if learnt is None:
-                continue
-            for s in counted:
-                m.samples.labels(c.name, s.task).inc()
-            if not all(math.isfinite(v) for v in learnt.values()):
-                m.nonfinite.labels(c.name).inc()
-            for key, value in learnt.items():
-                task, _, term = key.partition("/")
-                if term:  # "rec/bce" -> task rec, term click; the joint total has no task
-                    m.loss.labels(c.name, task, TERMS.get(term, term)).set(value)
-        windows = {c.name: c.window.result() for c in self.contenders}
-        for name, results in windows.items():
-            for task, result in results.items():
-                self._export_quality(name, task, "prequential", result)
-        for c in self.contenders[1:]:  # a challenger's lead over the champion on the same rows
-            for task, result in windows[c.name].items():
-                if task in windows[champion.name]:
-                    m.ndcg_gain.labels(c.name, task).set(result["NDCG@10"] - windows[champion.name][task]["NDCG@10"])
-        for kind, table in self.learner.ids.items():
-            m.table_rows.labels(kind).set(table.capacity)
-            m.table_used.labels(kind).set(len(table))
-            evictions = table.evictions
-            evicted = evictions - self._evictions_seen.get(kind, evictions)
-            if evicted > 0:
-                m.evictions.labels(kind).inc(evicted)
-            self._evictions_seen[kind] = evictions
-
-    def _export_quality(self, model: str, task: str, mode: str, result: dict) -> None:
-        for name, value in result.items():
-            metric, _, k = name.partition("@")
-            if metric == "HR":
-                self.metrics.hr.labels(model, task, k, mode).set(value)
-            elif metric == "NDCG":
-                self.metrics.ndcg.labels(model, task, k, mode).set(value)
-            elif metric == "nonfinite":
-                self.metrics.nonfinite_rows.labels(model, task, mode).set(value)
-            elif metric == "cold_share":
-                self.metrics.cold_share.labels(model, task, mode).set(value)
-            elif metric in ("warm", "cold"):
-                for part_name, part_value in value.items():
-                    part_metric, _, part_k = part_name.partition("@")
-                    if part_metric in ("HR", "NDCG"):
-                        gauge = self.metrics.hr_targets if part_metric == "HR" else self.metrics.ndcg_targets
-                        gauge.labels(model, task, part_k, mode, metric).set(part_value)
+            if learnt is not None:
+                for s in counted:
+                    m.samples.labels(c.name, s.task).inc()
+                export_terms(m, c.name, learnt)
+        export_windows(m, {c.name: c.window.result() for c in self.contenders})
+        export_tables(m, self.learner.ids, self._evictions_seen)
 
     # ---- checkpoints and offline evaluation ----------------------------------------------
 
@@ -412,36 +361,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             log.warning("could not commit trainer offsets to the group: %s", exc)
 
     async def _end_offline_eval(self) -> None:
-        """Stop a running offline evaluation at its next batch and wait for it: a thread still
-        inside torch when the interpreter exits aborts the process (SIGABRT)."""
-        self._stopping.set()
-        if self._offline is not None:
-            await asyncio.to_thread(self._offline.join)
+        await asyncio.to_thread(self.offline.stop)
 
     def _start_offline_eval(self) -> None:
-        """Evaluate a snapshot of the model on the held-out set in a background thread, so
-        training goes on meanwhile."""
-        if self._offline is not None and self._offline.is_alive():
-            return
-        snapshot = Learner.from_state_dict(self.learner.state_dict(), device=self.settings.device)
-        self._evaluated_step = snapshot.step
-
-        def run() -> None:
-            started = time.monotonic()
-            try:
-                results = evaluate_samples(snapshot, self.heldout, seed=self.settings.seed,
-                                           progress=lambda starts: _until(self._stopping, starts))
-            except ValueError as exc:  # e.g. a held-out set with too few items for 99 negatives
-                log.error("offline evaluation at step %d skipped: %s", snapshot.step, exc)
-                return
-            if self._stopping.is_set():  # stopped part way: the figures would be of a part
-                return
-            self.metrics.offline_eval_seconds.observe(time.monotonic() - started)
-            self.metrics.last_offline_eval.set(time.time())
-            for task, result in results.items():
-                self._export_quality(self.contenders[0].name, task, "offline", result)
-            self.metrics.offline_eval_step.set(snapshot.step)  # after the figures: they belong to it
-            log.info("offline evaluation at step %d: %s", snapshot.step, results)
-
-        self._offline = threading.Thread(target=run, name="offline-eval", daemon=True)
-        self._offline.start()
+        self.offline.start(self.learner, self.contenders[0].name)
