@@ -117,6 +117,7 @@ def throughput(lines: list[dict], models: list[str]) -> dict:
         trained = max((line["trained"].get(model, 0) for line in lines), default=0)
         seconds = sum(line.get("seconds", {}).get(model, 0.0) for line in lines)
         out[model] = {"trained": trained, "share_trained": trained / total if total else 0.0,
+                      "retrains_swapped_in": max((line.get("swaps", {}).get(model, 0) for line in lines), default=0),
                       "step_seconds": round(seconds, 2),
                       "samples_per_s": total / seconds if seconds else math.nan}
     return out
@@ -170,9 +171,11 @@ def markdown(summary: dict) -> str:
             diff = lambda m: _fmt(e.get(f"{m} vs {champion}"))  # noqa: E731
             lines.append(f"| {model} | {task} | {e['rows']:,} | {e['HR@10']:.4f} | {e['NDCG@10']:.4f} | "
                          f"{diff('NDCG@10')} | {diff('HR@10')} |")
-    lines += ["", "| model | samples trained | share of samples | samples/s of its steps |", "|---|---|---|---|"]
+    lines += ["", "| model | samples learnt on the stream | share of samples | retrains swapped in | "
+                  "samples/s of its steps |", "|---|---|---|---|---|"]
     for model, t in summary["throughput"].items():
-        lines.append(f"| {model} | {t['trained']:,} | {t['share_trained']:.1%} | {t['samples_per_s']:,.0f} |")
+        lines.append(f"| {model} | {t['trained']:,} | {t['share_trained']:.1%} | {t['retrains_swapped_in']} | "
+                     f"{t['samples_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 

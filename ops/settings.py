@@ -169,6 +169,9 @@ class TrainerSettings(SettingsGroup):
                                 json_schema_extra=cli(metavar="N"))
     retrain_epochs: int = Field(2, ge=1, description="passes over the trailing window per periodic retrain",
                                 json_schema_extra=cli(metavar="N"))
+    retrain_lag: int | None = Field(None, ge=0, description="samples after a periodic retrain starts at which its "
+                                    "model is swapped in, the trainer waiting for it there if need be",
+                                    json_schema_extra=cli(metavar="N", default="none, whenever it is ready"))
     ledger: str | None = Field(None, description="append each scored batch's per-model HR@10/NDCG@10 to this JSON-lines "
                                "file (read by unisar compare)", json_schema_extra=cli(metavar="FILE", default="none"))
     exposures: bool = Field(False, description="train on rec exposures without a click as labelled negatives "

@@ -48,9 +48,13 @@ def register(sub) -> None:
                    help="samples of the warm-up: frozen stops learning there, periodic starts retraining (default 15000)")
     p.add_argument("--retrain-every", type=int, default=15_000,
                    help="samples between a periodic model's retrains from scratch (default 15000)")
-    p.add_argument("--retrain-window", type=int, default=15_000,
-                   help="trailing samples each retrain learns from (default 15000)")
-    p.add_argument("--retrain-epochs", type=int, default=2, help="passes over the window per retrain (default 2)")
+    p.add_argument("--retrain-window", type=int, default=30_000,
+                   help="trailing samples each retrain learns from (default 30000)")
+    p.add_argument("--retrain-epochs", type=int, default=3, help="passes over the window per retrain (default 3)")
+    p.add_argument("--retrain-lag", type=int, default=2_000,
+                   help="samples after a retrain starts at which its model is swapped in, the trainer waiting for it "
+                        "there (default 2000: a few hours of the default world's time, as a nightly job's model is "
+                        "deployed the next morning)")
     p.add_argument("--windows", type=int, default=10, help="spans of event time the report cuts the run into (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and of every model (default 0)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: when every sample is scored)")
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         specs = parse_models(args.models, frozenset(MODELS))
     except ValueError as exc:
         fail(f"--models: {exc}")
+    if args.retrain_lag < 0:
+        fail(f"--retrain-lag must be 0 or more, got {args.retrain_lag}")
     for flag in ("events", "users", "items", "categories", "batch_size", "frozen_after", "retrain_every", "retrain_window", "retrain_epochs"):
         if getattr(args, flag) <= 0:
             fail(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     events = _dataset(args, out)
     run_dir = out / time.strftime("run-%Y%m%d-%H%M%S")
     run_dir.mkdir()
-    return _compare(args, [s.name for s in specs], events, run_dir)
+    return _compare(args, specs, events, run_dir)
 
 
 def _dataset(args, out: Path) -> Path:
@@ -103,13 +109,13 @@ def _dataset(args, out: Path) -> Path:
     return path
 
 
-def _compare(args, names: list[str], events_path: Path, run_dir: Path) -> int:
+def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
     import threading
     import time
 
     from ops import comparison
     from ops.broker import EmbeddedBroker, free_port
-    from ops.commands._common import fail, load_settings
+    from ops.commands._common import fail, load_settings, until_set
     from ops.metrics import scrape_samples
     from ops.processes import Child
     from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
@@ -118,6 +124,7 @@ def _compare(args, names: list[str], events_path: Path, run_dir: Path) -> int:
     from stream.kafka import ensure_topics_sync
     from stream.train.ledger import read_ledger
 
+    names = [s.name for s in specs]
     catalogue = catalogue_path(events_path)
     try:
         samples, _ = load_samples(events_path)
@@ -139,9 +146,9 @@ def _compare(args, names: list[str], events_path: Path, run_dir: Path) -> int:
             # and "later" would no longer mean later in the world's time.
             partitions=1,
             metrics_port=free_port(), trainer_metrics_port=free_port(), batch_size=args.batch_size, max_wait_s=1.0,
-            models=args.models, model=names[0].split("-")[0], seed=args.seed, score_share=args.score_share,
+            models=args.models, model=specs[0].arch, seed=args.seed, score_share=args.score_share,
             frozen_after=args.frozen_after, retrain_every=args.retrain_every, retrain_window=args.retrain_window,
-            retrain_epochs=args.retrain_epochs, ledger=str(ledger),
+            retrain_epochs=args.retrain_epochs, retrain_lag=args.retrain_lag, ledger=str(ledger),
             n_users=sizes["users"], n_items=sizes["items"], n_words=sizes["words"])
         ensure_topics_sync(settings)
         try:
@@ -156,7 +163,7 @@ def _compare(args, names: list[str], events_path: Path, run_dir: Path) -> int:
                         with EventProducer(settings, topic=settings.items_topic) as producer:
                             produce_items(producer, read_values(catalogue))
                     with EventProducer(settings) as producer:
-                        produced["sent"] = produce_lines(producer, _until(read_values(events_path), stop),
+                        produced["sent"] = produce_lines(producer, until_set(read_values(events_path), stop),
                                                          Pacer(None)).sent
                 except Exception as exc:  # noqa: BLE001 - reported by the main loop
                     produced["error"] = f"{type(exc).__name__}: {exc}"
@@ -194,7 +201,7 @@ def _compare(args, names: list[str], events_path: Path, run_dir: Path) -> int:
     summary = comparison.summarise(lines, names, args.windows, args.frozen_after)
     summary.update(events_file=str(events_path), seconds=round(time.monotonic() - started, 1), run_dir=str(run_dir),
                    settings={k: getattr(args, k) for k in ("models", "batch_size", "score_share", "frozen_after",
-                                                          "retrain_every", "retrain_window", "retrain_epochs",
+                                                          "retrain_every", "retrain_window", "retrain_epochs", "retrain_lag",
                                                           "drift_rate", "static", "seed")})
     world = events_path.with_suffix(".world.json")
     if world.is_file():
@@ -216,9 +223,10 @@ def _progress(settings, scrape_samples) -> tuple[float, float, float]:
     reported = False
     try:
         for name, _labels, value in scrape_samples(settings.metrics_port):
-            if name in ("unisar_samples_total", "unisar_consumer_lag"):
-                emitted += value if name == "unisar_samples_total" else 0.0
-                lag += value if name == "unisar_consumer_lag" else 0.0  # events the worker has not read
+            if name == "unisar_samples_total":
+                emitted += value
+            elif name == "unisar_consumer_lag":  # events the worker has not read
+                lag += value
         for name, _labels, value in scrape_samples(settings.trainer_metrics_port):
             if name == "unisar_trainer_consumer_lag":
                 lag, reported = lag + value, True
@@ -227,10 +235,3 @@ def _progress(settings, scrape_samples) -> tuple[float, float, float]:
     except OSError:
         return 0.0, 1.0, 0.0
     return emitted, lag if reported else max(lag, 1.0), steps
-
-
-def _until(lines, stop):
-    for line in lines:
-        if stop.is_set():
-            return
-        yield line

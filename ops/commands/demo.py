@@ -105,7 +105,7 @@ def _run_system(args, events_path, run_dir) -> int:
     from ops.broker import EmbeddedBroker, free_port
     from ops.metrics import scrape_samples
     from ops.processes import Child
-    from ops.commands._common import fail, load_settings
+    from ops.commands._common import fail, load_settings, until_set
     from ops.report import RunRecord, flatten
     from stream.kafka import ensure_topics_sync
     from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
@@ -156,7 +156,7 @@ def _run_system(args, events_path, run_dir) -> int:
                         with EventProducer(settings, topic=settings.items_topic) as producer:
                             produce_items(producer, read_values(catalogue))
                     with EventProducer(settings) as producer:
-                        summary = produce_lines(producer, _Stoppable(to_send, stop), Pacer(args.rate))
+                        summary = produce_lines(producer, until_set(to_send, stop), Pacer(args.rate))
                 except Exception as exc:  # noqa: BLE001 - reported by the main loop, which stops the demo
                     produced["error"] = f"{type(exc).__name__}: {exc}"
                     return
@@ -252,20 +252,6 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, h
     for name, v in losses.items():
         print(f"  loss {name:<18} {v['first']:.4f} -> {v['last']:.4f}")
     return 0
-
-
-class _Stoppable:
-    """Iterate `lines`, (line number, raw value) pairs, until `stop` is set (the replay ends
-    early on Ctrl-C or --duration)."""
-
-    def __init__(self, lines, stop) -> None:
-        self.lines, self.stop = lines, stop
-
-    def __iter__(self):
-        for line in self.lines:
-            if self.stop.is_set():
-                return
-            yield line
 
 
 class _LiveView:

@@ -31,6 +31,9 @@ from ops.commands._common import RawDescriptionHelpFormatter, add_items_flag, ch
 from ops.commands._heldout import add_heldout_flags
 
 
+DEFAULT_EPOCHS = 20
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "fit", help="train a model offline on an event file (.jsonl, .jsonl.gz, .parquet)",
@@ -41,9 +44,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=out_file, metavar="CKPT",
                    help="where to write the checkpoint (its folder must exist and be writable)")
     p.add_argument("--model", default="unisar", help="model of the zoo (default: unisar)")
-    p.add_argument("--epochs", type=int, default=20,
-                   help="most passes over the training samples; validation stops training earlier (default: 20)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"most passes over the training samples; validation stops training earlier (default: "
+                        f"{DEFAULT_EPOCHS}, or more on a small file: see --min-steps)")
     p.add_argument("--batch-size", type=int, default=1024, help="rec samples per step (default: 1024)")
+    p.add_argument("--min-steps", type=int, default=300, metavar="N",
+                   help="without --epochs, raise the epoch cap on a small file until it allows this many steps "
+                        "(validation can still stop earlier; default: 300)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the sampling and the order")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the dense parameters (default: 1e-3)")
@@ -109,7 +116,9 @@ def parse_sets(model: str, pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.epochs < 1 or args.batch_size < 1 or (args.max_steps is not None and args.max_steps < 1):
+    if args.min_steps < 0:
+        fail(f"expected --min-steps >= 0, got {args.min_steps}")
+    if min(args.epochs or 1, args.batch_size, args.max_steps or 1) < 1:
         fail(f"expected --epochs, --batch-size and --max-steps >= 1, got "
              f"{args.epochs}, {args.batch_size}, {args.max_steps}")
     if args.negatives < 1:
@@ -183,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
 
     steps_per_epoch = max(1, math.ceil(len(rec) / args.batch_size)) if rec else math.ceil(len(search) / args.batch_size)
     search_batch = math.ceil(len(search) / steps_per_epoch)
+    if args.epochs is None:  # a small file makes few steps an epoch: 20 of 9 left UniSAR improving at the cap
+        args.epochs = max(DEFAULT_EPOCHS, math.ceil(args.min_steps / steps_per_epoch))
     total = steps_per_epoch * args.epochs if args.max_steps is None else min(args.max_steps, steps_per_epoch * args.epochs)
     held = describe(args.heldout_last, args.heldout_per_user)
     print(f"unisar fit: {len(rec)} rec and {len(search)} search training samples "

@@ -16,8 +16,8 @@ Policies (every contender is scored on every scored batch, on the same candidate
 - periodic: learns like continual until `retrain_every` samples; from then on, every
   `retrain_every` samples a fresh model of the same architecture is trained from scratch
   on the trailing `retrain_window` samples (`retrain_epochs` passes) in a background
-  thread, and swapped in when ready (the daily batch retraining most teams run). Between
-  swaps it only scores.
+  thread, and swapped in when ready, or at `retrain_lag` samples after the retrain started,
+  waited for there (the daily batch retraining most teams run). Between swaps it only scores.
 With frozen_after == retrain_every (the defaults), frozen and periodic leave the continual
 path at the same point, after the same warm-up.
 """
@@ -80,6 +80,10 @@ class Schedule:
     retrain_window: int = 40_000
     retrain_epochs: int = 2
     batch_size: int = 512
+    # samples after a retrain starts at which its model is swapped in, the trainer waiting for it
+    # there if need be (a fixed place in the stream, whatever the machine's speed); None: swap
+    # whenever it is ready, never waiting
+    retrain_lag: int | None = None
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Contender:
     _retrain: threading.Thread | None = None
     _ready: Learner | None = None
     _next_retrain: int = 0
+    _swap_at: int | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -125,13 +130,18 @@ class Contender:
         self._recent.extend(samples)
         if self.seen >= self._next_retrain and self._retrain is None:
             self._next_retrain = self.seen + self.schedule.retrain_every
+            lag = self.schedule.retrain_lag
+            self._swap_at = None if lag is None else self.seen + lag
             self._start_retrain(list(self._recent))
 
     def swap_if_ready(self) -> bool:
-        """Between steps: a finished retrain's model replaces the current one."""
+        """Between steps: a finished retrain's model replaces the current one (waited for, once
+        the stream has reached its swap point)."""
+        if self._retrain is not None and self._swap_at is not None and self.seen >= self._swap_at:
+            self._retrain.join()
         if self._ready is None:
             return False
-        fresh, self._ready, self._retrain = self._ready, None, None
+        fresh, self._ready, self._retrain, self._swap_at = self._ready, None, None, None
         fresh.catalogue.load_state_dict(self.learner.catalogue.state_dict())  # records that came meanwhile
         # the model line's step goes on counting, so its newest checkpoint is the newest model
         fresh.step = max(fresh.step, self.learner.step + 1)

@@ -79,7 +79,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
         if len(specs) > 1 and self.sync is not None:
             raise ValueError("--models runs several models in one process; with --world-size > 1 give one --model")
         self.schedule = Schedule(settings.frozen_after, settings.retrain_every, settings.retrain_window,
-                                 settings.retrain_epochs, settings.batch_size)
+                                 settings.retrain_epochs, settings.batch_size, settings.retrain_lag)
         self.ckpts = CheckpointDir(settings.checkpoint_dir, keep=settings.keep_checkpoints)
         state = self._load_checkpoint()
         self.admission = Admission(settings.dedup_window, settings.max_staleness_s)
@@ -300,7 +300,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
             c.offered(samples, learns)
             seconds[c.name] = time.perf_counter() - started
         if self.ledger is not None:
-            self.ledger.write(samples, figures, {c.name: c.trained for c in self.contenders}, seconds)
+            self.ledger.write(samples, figures, {c.name: c.trained for c in self.contenders}, seconds,
+                              {c.name: c.swaps for c in self.contenders if c.spec.policy == "periodic"})
         return terms
 
     def _record(self, samples: list, terms: dict[str, dict[str, float] | None], seconds: float) -> None:

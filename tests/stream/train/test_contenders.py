@@ -138,3 +138,15 @@ def test_the_ledger_appends_a_line_per_scored_batch_and_reads_back_past_a_torn_l
     lines = read_ledger(tmp_path / "ledger.jsonl")
     assert len(lines) == 1 and lines[0]["scores"] == {"unisar": {"rec": [10, 0.5, 0.25]}}
     assert lines[0]["event_ms"] == int(median(s.ts for s in samples)) and lines[0]["trained"] == {"unisar": 64}
+
+
+def test_with_a_lag_the_retrained_model_is_swapped_in_at_its_place_in_the_stream():
+    samples = planted_samples(400, seed=4)
+    schedule = Schedule(retrain_every=64, retrain_window=64, retrain_epochs=3, batch_size=32, retrain_lag=64)
+    periodic = contender("periodic", schedule, model="unisar")
+    periodic.offered(samples[:64], True)  # the retrain starts: swap due 64 samples later
+    assert not periodic.swap_if_ready() or periodic._retrain is None  # may be ready early, never waited for yet
+    while periodic.swaps == 0 and periodic.seen < 128:
+        periodic.offered(samples[periodic.seen : periodic.seen + 32], False)
+        periodic.swap_if_ready()
+    assert periodic.swaps == 1 and periodic.seen <= 128  # waited for at its place at the latest
