@@ -330,7 +330,9 @@ class ContinualTrainer(ConsumerRebalanceListener):
 
     async def _checkpoint(self) -> None:
         """The champion's checkpoint holds the stream's progress (offsets, admission memory,
-        catalogue offset, item pool); each challenger's, written just before it, its model."""
+        catalogue offset, item pool); each challenger's, written just before it, its model. A
+        crash between the two leaves a challenger up to one interval ahead of the offsets it
+        resumes from: it learns those samples twice."""
         for c in self.contenders[1:]:
             ckpt = {**c.learner.state_dict(), "contender": c.state_dict()}
             await asyncio.to_thread(self._challenger_dir(c.name).save, ckpt, c.learner.step)

@@ -61,6 +61,10 @@ def train(settings, tmp_path, name: str, models: str, total: int, seen: list | N
 
     asyncio.run(main())
     assert sum(trainer.offsets.values()) == total, "the trainer did not consume the stream"
+    # a restart resumes every model from its own newest checkpoint, the offsets from the champion's
+    again = ContinualTrainer(run, TrainerMetrics(fresh_registry()))
+    assert [c.learner.digest() for c in again.contenders] == [c.learner.digest() for c in trainer.contenders]
+    assert again.offsets == trainer.offsets
     return trainer
 
 
