@@ -163,6 +163,9 @@ class TrainerSettings(SettingsGroup):
                                json_schema_extra=cli(metavar="SPECS", default="none, --model alone"))
     frozen_after: int = Field(20_000, ge=1, description="a frozen model stops learning after this many samples",
                               json_schema_extra=cli(metavar="N"))
+    frozen_from: str | None = Field(None, description="a checkpoint file (e.g. unisar fit's) the frozen model starts "
+                                    "from, never learning; without it, it learns the first --frozen-after samples",
+                                    json_schema_extra=cli(metavar="CKPT", default="none"))
     retrain_every: int = Field(20_000, ge=1, description="a periodic model is retrained from scratch every N samples "
                                "(learning continually until the first)", json_schema_extra=cli(metavar="N"))
     retrain_window: int = Field(40_000, ge=1, description="the trailing samples a periodic retrain learns from",

@@ -59,3 +59,8 @@ class CheckpointDir:
             except Exception as exc:  # noqa: BLE001 - fall back to the previous checkpoint
                 log.error("checkpoint %s is unreadable (%s); trying the one before", self.file(step), exc)
         return None
+
+
+def load_file(path: str | Path) -> dict:
+    """One checkpoint file (e.g. `unisar fit`'s output), tensors and plain values only."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -34,7 +34,7 @@ from model.prequential import SlidingWindow, scored
 from model.registry import MODELS
 from ops.metrics import TrainerMetrics
 from ops.settings import Settings
-from state.checkpoints import CheckpointDir
+from state.checkpoints import CheckpointDir, load_file
 from stream.kafka import aio_kwargs
 from stream.train.admission import ADMIT, STALE, Admission
 from stream.train.candidates import ItemPool, mentioned, shared_negatives
@@ -115,6 +115,12 @@ class ContinualTrainer(ConsumerRebalanceListener):
 
     def _contender(self, spec: Spec, state: dict | None) -> Contender:
         s = self.settings
+        given = state is None and spec.policy == "frozen" and s.frozen_from is not None
+        if given:  # a model trained elsewhere, only scored here
+            try:
+                state = load_file(s.frozen_from)
+            except Exception as exc:  # noqa: BLE001 - said in one line by the command
+                raise ValueError(f"--frozen-from {s.frozen_from}: cannot load it ({exc})") from exc
         if state is None:
             learner = new_learner(s, spec.arch)
         else:
@@ -126,8 +132,10 @@ class ContinualTrainer(ConsumerRebalanceListener):
             learner.asked_exposures = s.exposures  # training policies of this run, not of the model
             learner.set_precision(s.train_precision)
         contender = Contender(spec, learner, self.schedule, SlidingWindow(s.window))
-        if state is not None and "contender" in state:
+        if state is not None and "contender" in state and not given:
             contender.load_state_dict(state["contender"])
+        if given:
+            contender.seen = self.schedule.frozen_after  # past its learning
         return contender
 
     def _challenger_dir(self, name: str) -> CheckpointDir:

@@ -150,3 +150,28 @@ def test_with_a_lag_the_retrained_model_is_swapped_in_at_its_place_in_the_stream
         periodic.offered(samples[periodic.seen : periodic.seen + 32], False)
         periodic.swap_if_ready()
     assert periodic.swaps == 1 and periodic.seen <= 128  # waited for at its place at the latest
+
+
+def test_a_frozen_model_can_start_from_a_checkpoint_file_and_never_learns(tmp_path):
+    import torch
+
+    from ops.metrics import TrainerMetrics, fresh_registry
+    from ops.settings import Settings
+    from stream.train.trainer import ContinualTrainer
+
+    samples = planted_samples(600, seed=5)
+    fitted = Learner("unisar", seed=3, **TINY)
+    fitted.learn_many(samples[:200])
+    torch.save(fitted.state_dict(), tmp_path / "fitted.pt")
+    settings = Settings(models="unisar,unisar:frozen", frozen_from=str(tmp_path / "fitted.pt"), score_share=1.0,
+                        checkpoint_dir=str(tmp_path / "ckpt"), **TINY)
+    trainer = ContinualTrainer(settings, TrainerMetrics(fresh_registry()))
+    champion, frozen = trainer.contenders
+    assert frozen.learner.digest() == fitted.digest() and not frozen.learns()
+    assert champion.learner.step == 0  # the champion starts fresh
+    terms = trainer._test_then_train(samples[200:456])
+    assert terms["unisar-frozen"] is None and terms["unisar"] and frozen.learner.digest() == fitted.digest()
+    missing = settings.model_copy(update=dict(frozen_from=str(tmp_path / "none.pt"),
+                                              checkpoint_dir=str(tmp_path / "other")))
+    with pytest.raises(ValueError, match="--frozen-from"):
+        ContinualTrainer(missing, TrainerMetrics(fresh_registry()))
