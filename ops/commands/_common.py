@@ -286,11 +286,3 @@ def run_until_signalled(main) -> None:
 
     asyncio.run(runner())
 
-
-def until_set(items, stop):
-    """`items` until the threading.Event `stop` is set (a replay that ends early on Ctrl-C or
-    a time limit)."""
-    for item in items:
-        if stop.is_set():
-            return
-        yield item

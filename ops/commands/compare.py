@@ -110,17 +110,17 @@ def _dataset(args, out: Path) -> Path:
 
 
 def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
-    import threading
     import time
 
     from ops import comparison
     from ops.broker import EmbeddedBroker, free_port
-    from ops.commands._common import fail, load_settings, until_set
+    from ops.commands._common import fail, load_settings
+    from ops.replay import Replay
     from ops.metrics import scrape_samples
     from ops.processes import Child
     from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
     from stream.contract.offline import load_catalogue, load_samples, table_sizes
-    from stream.ingest.producer import EventProducer, Pacer, produce_items, produce_lines
+    from stream.ingest.producer import Pacer
     from stream.kafka import ensure_topics_sync
     from stream.train.ledger import read_ledger
 
@@ -135,8 +135,7 @@ def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
     print(f"{events_path}: {len(samples):,} samples; models {', '.join(names)} (champion {names[0]})", flush=True)
     ledger = run_dir / "ledger.jsonl"
     started = time.monotonic()
-    stop = threading.Event()
-    produced: dict = {}
+    replay = Replay()
     children: list[Child] = []
     with EmbeddedBroker(log_path=run_dir / "broker.log") as broker:
         settings = load_settings(
@@ -157,27 +156,13 @@ def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
             print(f"broker {broker.bootstrap} | trainer metrics :{settings.trainer_metrics_port}/metrics | "
                   f"logs in {run_dir}", flush=True)
 
-            def replay() -> None:
-                try:
-                    if catalogue.is_file():
-                        with EventProducer(settings, topic=settings.items_topic) as producer:
-                            produce_items(producer, read_values(catalogue))
-                    with EventProducer(settings) as producer:
-                        produced["sent"] = produce_lines(producer, until_set(read_values(events_path), stop),
-                                                         Pacer(None)).sent
-                except Exception as exc:  # noqa: BLE001 - reported by the main loop
-                    produced["error"] = f"{type(exc).__name__}: {exc}"
-
-            threading.Thread(target=replay, name="replay", daemon=True).start()
+            replay.start(settings, catalogue, read_values(events_path), Pacer(None))
             deadline = started + args.duration if args.duration else None
             last_print, settled, last_steps = 0.0, 0, -1.0
             while True:
                 time.sleep(1.0)
-                if "error" in produced:
-                    fail(f"replaying the events failed: {produced['error']}", 1)
-                for child in children:
-                    if not child.alive():
-                        fail(f"the {child.command} exited with code {child.proc.returncode}; see {child.log_path}", 1)
+                if problem := replay.problem(children):
+                    fail(problem, 1)
                 emitted, lag, steps = _progress(settings, scrape_samples)
                 if time.monotonic() - last_print >= 10:
                     print(f"t={time.monotonic() - started:5.0f}s  samples emitted {emitted:,.0f} of "
@@ -185,14 +170,14 @@ def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
                     last_print = time.monotonic()
                 # done: every event sent and read, every sample consumed by the trainer, and no
                 # step for 3 s in a row
-                idle = "sent" in produced and emitted > 0 and lag == 0 and steps > 0 and steps == last_steps
+                idle = replay.done and emitted > 0 and lag == 0 and steps > 0 and steps == last_steps
                 settled, last_steps = settled + 1 if idle else 0, steps
                 if settled >= 3 or (deadline and time.monotonic() > deadline):
                     break
         except KeyboardInterrupt:
             print("\ninterrupted: stopping and writing the report of what was scored")
         finally:
-            stop.set()
+            replay.stop.set()
             for child in reversed(children):
                 child.stop()
     lines = read_ledger(ledger) if ledger.is_file() else []

@@ -99,18 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_system(args, events_path, run_dir) -> int:
     import sys
-    import threading
     import time
 
     from ops.broker import EmbeddedBroker, free_port
     from ops.metrics import scrape_samples
     from ops.processes import Child
-    from ops.commands._common import fail, load_settings, until_set
+    from ops.commands._common import fail, load_settings
+    from ops.replay import Replay
     from ops.report import RunRecord, flatten
     from stream.kafka import ensure_topics_sync
-    from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
+    from stream.contract.files import DataError, SourceUnavailable, catalogue_path
     from stream.contract.offline import describe, heldout_replay, load_catalogue, table_sizes
-    from stream.ingest.producer import EventProducer, Pacer, produce_items, produce_lines
+    from stream.ingest.producer import Pacer
 
     catalogue = catalogue_path(events_path)
     try:  # the trainer's --heldout holds out the same samples (stream.contract.offline)
@@ -126,8 +126,7 @@ def _run_system(args, events_path, run_dir) -> int:
     print(f"{events_path}: replaying {cutoff:,} events; the samples of the rest ({len(heldout):,}, "
           f"{describe(args.heldout_last)}) are the offline evaluation set")
     record = RunRecord()
-    stop = threading.Event()
-    produced = {"sent": 0, "invalid": 0}
+    replay = Replay()
     children: list[Child] = []
     with EmbeddedBroker(log_path=run_dir / "broker.log") as broker:
         settings = load_settings(
@@ -150,30 +149,14 @@ def _run_system(args, events_path, run_dir) -> int:
             print(f"broker {broker.bootstrap} | worker metrics :{settings.metrics_port}/metrics | trainer metrics "
                   f":{settings.trainer_metrics_port}/metrics | logs in {run_dir}", flush=True)
 
-            def replay() -> None:
-                try:
-                    if catalogue.is_file():
-                        with EventProducer(settings, topic=settings.items_topic) as producer:
-                            produce_items(producer, read_values(catalogue))
-                    with EventProducer(settings) as producer:
-                        summary = produce_lines(producer, until_set(to_send, stop), Pacer(args.rate))
-                except Exception as exc:  # noqa: BLE001 - reported by the main loop, which stops the demo
-                    produced["error"] = f"{type(exc).__name__}: {exc}"
-                    return
-                produced.update(sent=summary.sent, invalid=len(summary.invalid))
-                produced["done"] = True
-
-            threading.Thread(target=replay, name="replay", daemon=True).start()
+            replay.start(settings, catalogue, to_send, Pacer(args.rate))
             live = _LiveView(sys.stdout.isatty() and not args.no_live)
             deadline = time.monotonic() + args.duration if args.duration else None
             idle_since = None
             while True:
                 time.sleep(1.0)
-                if "error" in produced:
-                    fail(f"replaying the events failed: {produced['error']}", 1)
-                for child in children:
-                    if not child.alive():
-                        fail(f"the {child.command} exited with code {child.proc.returncode}; see {child.log_path}", 1)
+                if problem := replay.problem(children):
+                    fail(problem, 1)
                 values = {}
                 for port in (settings.metrics_port, settings.trainer_metrics_port):
                     try:
@@ -181,12 +164,12 @@ def _run_system(args, events_path, run_dir) -> int:
                     except OSError:
                         pass
                 record.add(values)
-                live.show(record, produced, cutoff)
+                live.show(record, replay, cutoff)
                 if deadline and time.monotonic() > deadline:
                     break
                 # done: replay finished, the trainer has stopped taking steps for a while, and
                 # the final model has offline figures (or we waited long enough for them)
-                if produced.get("done") and record.rate("trained", 3.0) == 0 and record.last("trained"):
+                if replay.done and record.rate("trained", 3.0) == 0 and record.last("trained"):
                     idle_since = idle_since or time.monotonic()
                     idle = time.monotonic() - idle_since
                     evaluated = record.last("offline_step", -1) >= record.last("step", 0)
@@ -197,14 +180,14 @@ def _run_system(args, events_path, run_dir) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: stopping and writing the report")
         finally:
-            stop.set()
+            replay.stop.set()
             for child in reversed(children):
                 child.stop()
-    return _finish(run_dir, record, produced, settings, events_path, len(heldout), [c.pid for c in children],
+    return _finish(run_dir, record, replay, settings, events_path, len(heldout), [c.pid for c in children],
                    args.heldout_last)
 
 
-def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, heldout_last) -> int:
+def _finish(run_dir, record, replay, settings, events_path, n_heldout, pids, heldout_last) -> int:
     from model.metrics import NAMES
     from ops.report import write_report
     from stream.contract.offline import GLOBAL
@@ -228,7 +211,7 @@ def _finish(run_dir, record, produced, settings, events_path, n_heldout, pids, h
             head, tail = values[: max(1, len(values) // 10)], values[-max(1, len(values) // 10):]
             losses[key[5:]] = {"first": sum(head) / len(head), "last": sum(tail) / len(tail)}
     summary = {
-        "events_file": str(events_path), "events_replayed": produced["sent"], "invalid_lines": produced["invalid"],
+        "events_file": str(events_path), "events_replayed": replay.sent, "invalid_lines": replay.invalid,
         "heldout_samples": n_heldout, "heldout_last": heldout_last, "heldout_rule": GLOBAL,
         "seconds": round(record.rows[-1]["t"], 1) if record.rows else 0,
         "events_read": record.last("events", 0), "samples_trained": record.last("trained", 0),
@@ -260,7 +243,7 @@ class _LiveView:
     def __init__(self, tty: bool) -> None:
         self.tty, self.drawn, self.last_print = tty, 0, 0.0
 
-    def show(self, record, produced, total: int) -> None:
+    def show(self, record, replay, total: int) -> None:
         import time
 
         r = lambda k: record.last(k)  # noqa: E731
@@ -270,7 +253,7 @@ class _LiveView:
         evaluated = "-" if evaluated is None or evaluated < 0 else f"{evaluated:.0f}"
         lines = [
             f"t={record.rows[-1]['t']:6.0f}s  read {r('events') or 0:,.0f} of {total:,} events "
-            f"({'replay done' if produced.get('done') else 'replaying'})  events/s {record.rate('events'):8,.0f}  "
+            f"({'replay done' if replay.done else 'replaying'})  events/s {record.rate('events'):8,.0f}  "
             f"samples/s {record.rate('trained'):7,.0f}  step {r('step') or 0:6.0f}  "
             f"dead letters {r('dead_letters') or 0:,.0f}",
             f"  lag: worker {r('lag/worker') or 0:,.0f} events, trainer {r('lag/trainer') or 0:,.0f} samples; "
