@@ -140,6 +140,8 @@ class Contender:
         if self._retrain is not None and self._swap_at is not None and self.seen >= self._swap_at:
             self._retrain.join()
         if self._ready is None:
+            if self._retrain is not None and not self._retrain.is_alive():  # it failed (logged): the next may start
+                self._retrain = self._swap_at = None
             return False
         fresh, self._ready, self._retrain, self._swap_at = self._ready, None, None, None
         fresh.catalogue.load_state_dict(self.learner.catalogue.state_dict())  # records that came meanwhile
@@ -158,7 +160,11 @@ class Contender:
         fresh = fresh_like(self.learner, seed=self.learner.seed + 1 + self.swaps)
 
         def run() -> None:
-            retrain(fresh, samples, self.schedule, self._stopping)
+            try:
+                retrain(fresh, samples, self.schedule, self._stopping)
+            except Exception:  # noqa: BLE001 - the current model keeps serving; the next retrain tries again
+                log.exception("%s: the retrain failed; keeping the current model", self.name)
+                return
             if not self._stopping.is_set():
                 self._ready = fresh
 

@@ -175,3 +175,21 @@ def test_a_frozen_model_can_start_from_a_checkpoint_file_and_never_learns(tmp_pa
                                               checkpoint_dir=str(tmp_path / "other")))
     with pytest.raises(ValueError, match="--frozen-from"):
         ContinualTrainer(missing, TrainerMetrics(fresh_registry()))
+
+
+def test_a_failed_retrain_keeps_the_current_model_and_lets_the_next_one_start(monkeypatch):
+    import stream.train.contenders as contenders
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    samples = planted_samples(300, seed=6)
+    periodic = contender("periodic", Schedule(retrain_every=32, retrain_window=32, retrain_lag=0, batch_size=32),
+                         model="unisar")
+    monkeypatch.setattr(contenders, "retrain", broken)
+    current = periodic.learner
+    periodic.offered(samples[:32], True)
+    assert not periodic.swap_if_ready() and periodic.learner is current and periodic._retrain is None
+    monkeypatch.undo()
+    periodic.offered(samples[32:64], False)  # due again: this one works
+    assert periodic.swap_if_ready() and periodic.swaps == 1
