@@ -207,8 +207,9 @@ def test_prometheus_scrapes_loads_the_rules_and_every_panel_has_data(settings, w
         worker = worker_factory(settings)
         running.callback(worker.stop)
         trainer_port = free_port()
+        # a challenger beside the champion, so the side-by-side panels have data too
         trainer = Child("train", settings, tmp_path / "trainer.log", trainer_metrics_port=trainer_port,
-                        checkpoint_dir=tmp_path / "ckpt", batch_size=128, max_wait_s=0.5, checkpoint_every_steps=4,
+                        models="unisar,popularity", checkpoint_dir=tmp_path / "ckpt", batch_size=128, max_wait_s=0.5, checkpoint_every_steps=4,
                         heldout=heldout, offline_every_steps=6, n_items=4096, n_users=512, n_words=1024)
         running.callback(trainer.stop)
         server = PrometheusServer(binary, tmp_path, {"unisar-worker": worker.metrics_port,

@@ -3,6 +3,7 @@ never a traceback, a wrong blame or a silent success. Each case is one a new use
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,7 +213,9 @@ def test_version(capsys):
 def _help_line(text: str, flag: str) -> str:
     """The help of one option, on one line (argparse may start it on the next)."""
     lines = text.splitlines()
-    (i,) = [i for i, ln in enumerate(lines) if ln.strip().startswith((flag + " ", flag + ","))]
+    # an option's own line is indented by two spaces; a description or help text may
+    # mention the flag at another indentation
+    (i,) = [i for i, ln in enumerate(lines) if re.match(rf"  {re.escape(flag)}( |,|$)", ln)]
     block = [lines[i]]
     for ln in lines[i + 1:]:
         if not ln.strip() or ln.strip().startswith("-"):
