@@ -2,8 +2,9 @@
 
 It simulates a drifting world (`unisar data simulate --drift`; or takes an event file),
 starts the embedded broker, one stream worker and one trainer that runs every model of
---models on the same samples (the first is the champion), replays the events as fast as
-possible and waits until the trainer has consumed every sample. Every model scores the same
+--models on the same samples (the first is the champion), replays the events in time order
+(whatever the file's order) as fast as possible and waits until the trainer has consumed
+every sample. Every model scores the same
 rows on the same 99 negatives (prequential: before it learns them). The default pits
 continual UniSAR against the same model frozen after a warm-up and retrained from scratch
 on a trailing window every --retrain-every samples.
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         fail(f"--models: {exc}")
     if args.retrain_lag < 0:
         fail(f"--retrain-lag must be 0 or more, got {args.retrain_lag}")
-    for flag in ("events", "users", "items", "categories", "batch_size", "frozen_after", "retrain_every", "retrain_window", "retrain_epochs"):
+    for flag in ("events", "users", "items", "categories", "batch_size", "frozen_after", "retrain_every",
+                 "retrain_window", "retrain_epochs"):
         if getattr(args, flag) <= 0:
             fail(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.windows < 2:
@@ -115,11 +117,11 @@ def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
     from ops import comparison
     from ops.broker import EmbeddedBroker, free_port
     from ops.commands._common import fail, load_settings
-    from ops.replay import Replay
     from ops.metrics import scrape_samples
+    from ops.replay import Replay
     from ops.processes import Child
-    from stream.contract.files import DataError, SourceUnavailable, catalogue_path, read_values
-    from stream.contract.offline import load_catalogue, load_samples, table_sizes
+    from stream.contract.files import DataError, SourceUnavailable, catalogue_path
+    from stream.contract.offline import in_time_order, load_catalogue, load_samples, table_sizes
     from stream.ingest.producer import Pacer
     from stream.kafka import ensure_topics_sync
     from stream.train.ledger import read_ledger
@@ -156,7 +158,7 @@ def _compare(args, specs: list, events_path: Path, run_dir: Path) -> int:
             print(f"broker {broker.bootstrap} | trainer metrics :{settings.trainer_metrics_port}/metrics | "
                   f"logs in {run_dir}", flush=True)
 
-            replay.start(settings, catalogue, read_values(events_path), Pacer(None))
+            replay.start(settings, catalogue, in_time_order(events_path), Pacer(None))  # whatever the file's order
             deadline = started + args.duration if args.duration else None
             last_print, settled, last_steps = 0.0, 0, -1.0
             while True:

@@ -97,6 +97,13 @@ def _parse_in_time_order(values) -> _Parsed:
     return _Parsed(events, rejected, order, late)
 
 
+def in_time_order(path: str | Path) -> list[tuple[int, bytes]]:
+    """An event file's (line, raw value) pairs in time order (ties and invalid lines as
+    stream.contract.timeorder places them), for a replay into the stream."""
+    values = list(read_values(path))
+    return [values[i] for i in _parse_in_time_order(values).order]
+
+
 def _replay(values, stream: OfflineStream | None = None, parsed: _Parsed | None = None
             ) -> tuple[list[Sample], list[tuple[int, Rejection]], list[int]]:
     """(samples, rejections, the rank in `parsed.order` of each sample's event)."""

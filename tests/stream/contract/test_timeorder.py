@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from stream.contract.offline import OfflineStream, heldout_replay, heldout_samples, load_samples, split_heldout
+from stream.contract.offline import (
+    OfflineStream, heldout_replay, heldout_samples, in_time_order, load_samples, split_heldout,
+)
 from stream.contract.timeorder import LateCounter, late_events, time_order, event_ts
 
 T = 1_700_000_000_000
@@ -98,3 +100,13 @@ def test_a_later_file_with_events_before_its_users_history_is_counted_late(tmp_p
     assert stream.late == 0
     later, _ = load_samples(second, stream=stream)
     assert stream.late == 1 and len(later) == 3
+
+
+def test_a_replay_sends_a_file_in_time_order_whatever_its_order(tmp_path):
+    event = {"v": 1, "event_id": "e", "user": "u", "type": "rec", "item": "i", "click": 1}
+    lines = [{**event, "event_id": f"e{i}", "ts": T + ts} for i, ts in enumerate((30, 10, 20))]
+    path = tmp_path / "late.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines) + b"not json\n")
+    replayed = in_time_order(path)
+    assert [line for line, _ in replayed] == [2, 3, 4, 1]  # ts 10, 20, then the invalid line after the
+    assert replayed[2][1] == b"not json"                    # event before it in the file (ts 20), then 30
