@@ -217,19 +217,20 @@ def parse_event(raw: bytes | None, key: bytes | None | object = NO_KEY) -> Event
     user: partitioning is by key, so a missing key or one that disagrees with the body
     would put the user's history on two partitions. Never raises, whatever the input.
     """
-    return parse_keyed(raw, key, validate, "user", "event")
+    return parse_keyed(raw, key, validate, lambda obj: (str(obj["user"]), "the event's user"))
 
 
-def parse_keyed(raw: bytes | None, key: bytes | None | object, check, field: str, what: str):
+def parse_keyed(raw: bytes | None, key: bytes | None | object, check, key_of):
     """Decode a message value, `check` the decoded JSON, and check that its Kafka `key`
-    (unless NO_KEY) is the value's `field` as text. Never raises."""
+    (unless NO_KEY) is the one `key_of(obj)` expects, a (key, what it is) pair for the
+    message of a valid `obj`. Never raises."""
     obj = decode(raw)
     if isinstance(obj, Rejection):
         return obj
     checked = check(obj)
     if key is NO_KEY or isinstance(checked, Rejection):
         return checked
-    return wrong_key(key, str(obj[field]), f"the {what}'s {field}") or checked
+    return wrong_key(key, *key_of(obj)) or checked
 
 
 def decode(raw: bytes | None) -> object:

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.contract.events import (NO_KEY, Rejection, bad, decode, query_words, raw_id, versioned_object,
-                                    wrong_key)
+from stream.contract.events import NO_KEY, Rejection, bad, parse_keyed, query_words, raw_id, versioned_object
 from stream.contract.ids import item_id, stable_id, user_id
 
 VERSION = 1
@@ -157,11 +156,9 @@ def record_key(obj: dict) -> str:
 def parse_record(raw: bytes | None, key: bytes | None | object = NO_KEY) -> CatalogueRecord | Rejection:
     """Decode and validate one catalogue message value; a Kafka message's `key` must be the
     record's key (record_key: compaction keeps the latest record per key). Never raises."""
-    obj = decode(raw)
-    if isinstance(obj, Rejection):
-        return obj
-    record = validate_record(obj)
-    if key is NO_KEY or isinstance(record, Rejection):
-        return record
-    naming = "the record's item" if isinstance(record, ItemRecord) else f"{PROFILE_KEY!r} and the profile's user"
-    return wrong_key(key, record_key(obj), naming) or record
+    return parse_keyed(raw, key, validate_record, _named_key)
+
+
+def _named_key(obj: dict) -> tuple[str, str]:
+    naming = "the record's item" if "item" in obj else f"{PROFILE_KEY!r} and the profile's user"
+    return record_key(obj), naming
