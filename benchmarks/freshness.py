@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=3, help="trainer steps before the sustained phase (default 3)")
     p.add_argument("--users", type=int, default=1500, help="simulated users (default 1500, as the demo)")
     p.add_argument("--batch-size", type=int, default=512, help="trainer samples per step (default 512, as the demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated events and the trainer (default 0)")
     p.add_argument("--keep", metavar="DIR", help="keep logs, state and the freshness records in DIR")
     p.add_argument(TRAINER_CHILD_FLAG, dest="trainer_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

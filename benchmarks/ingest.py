@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--engines", default="aiokafka,faust", help="engines to run, side by side (default both)")
     parser.add_argument("--full-users", type=int, default=5_000,
                         help="users filled to 30+30 for bytes/user (default 5,000)")
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3, help="seed of the simulated events (default 3)")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = set(engines) - set(ENGINES)

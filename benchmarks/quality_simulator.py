@@ -173,8 +173,8 @@ def main() -> None:
                         help=f"models to train, comma-separated, unisar always among them (default {','.join(ALL_MODELS)})")
     parser.add_argument("--min-rating", type=int, default=0, metavar="R",
                         help="MovieLens: ratings below R become rec exposures without a click (default 0: none)")
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--events", type=int, default=100_000, help="simulated events per world (default 100,000)")
+    parser.add_argument("--users", type=int, default=1_000, help="simulated users per world (default 1,000)")
     parser.add_argument("--items", type=int, default=20_000, help="simulated catalogue size (default 20,000)")
     parser.add_argument("--min-core", type=int, default=0, metavar="K",
                         help="k-core filter each simulated file before training, as the paper does KuaiSAR "

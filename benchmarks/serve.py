@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads of the service and of the eval "
                    "figure (default 0: as `unisar serve`, one less than the CPUs)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="as `unisar serve` (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated events and the model (default 0)")
     return p.parse_args(argv)
 
 
