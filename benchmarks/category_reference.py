@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from model.batch import sample_negatives
+from model.tensors import sample_negatives
 from model.evaluation import evaluable, interacted
 from model.metrics import evaluate
 from stream.contract.events import Rejection

@@ -2,7 +2,7 @@
 one for user profiles.
 
 Records arrive from the catalogue topic or file (stream.contract.items) at any time, before
-or after the id's first event; batches join them by id (model.batch.encode). Bounded like
+or after the id's first event; batches join them by id (model.tensors.encode). Bounded like
 the id tables: at capacity the least recently updated id is forgotten (its features then
 read as absent, zero, until a new record comes). Checkpointed with the learner.
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import UNKNOWN
+from model.tensors import UNKNOWN
 from model.precision import full
 
 

@@ -31,7 +31,8 @@ import threading
 import numpy as np
 import torch
 
-from model.batch import Batch, collate, encode
+from model.batch import Batch, collate
+from model.tensors import encode
 from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_lookup, unpack_step
 from model.catalogue import Catalogue
 from model.idtable import KINDS, IdTable
@@ -71,7 +72,7 @@ class Learner:
         self.table_lr = lr if table_lr is None else table_lr
         if not 0.0 <= unknown_rate < 1.0:
             raise ValueError(f"expected unknown_rate in [0, 1), got {unknown_rate}")
-        # the share of training candidates shown as unknown items (model.batch.encode)
+        # the share of training candidates shown as unknown items (model.tensors.encode)
         self.n_negatives, self.unknown_rate, self.device = n_negatives, unknown_rate, torch.device(device)
         self.asked_exposures = exposures
         self.set_precision(precision)

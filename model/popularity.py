@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import UNKNOWN, StepTensors
+from model.tensors import UNKNOWN, StepTensors
 from model.config import ZooConfig
 from model.layers import click_labels
 

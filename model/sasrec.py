@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import StepTensors, TaskTensors
+from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.layers import (Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, add_joint_total, gather,
                           sampled_bce)

@@ -73,7 +73,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import StepTensors, TaskTensors
+from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, gather, sampled_bce
 from model.precision import full

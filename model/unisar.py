@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import UNKNOWN, StepTensors, TaskTensors
+from model.tensors import UNKNOWN, StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.contrastive import QueryItemRelevance, TransitionAlignment
 from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, gather, mlp
@@ -92,7 +92,7 @@ class Embeddings(nn.Module):
     user the table does not hold but whose profile is known embeds through the profile alone.
     A padding id (row 0; also a user or word the tables do not hold, without a profile) embeds
     to exactly zero; an item the table does not hold (row UNKNOWN) embeds through a learned
-    id vector, trained by showing known candidates as unknown now and then (model.batch).
+    id vector, trained by showing known candidates as unknown now and then (model.tensors).
     Rows start as N(0, init_std^2), 0.1 by default: the reference's xavier-normal over a
     fixed 670k-row table gives std 0.002, a scale that depends on the table's size (a
     recycled, bounded table cannot mimic it) and leaves tanh(Linear(.)) nearly constant for

@@ -65,7 +65,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.batch import StepTensors, TaskTensors
+from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, gather
 from model.precision import full

@@ -11,7 +11,8 @@ eval` on the same file scores exactly those samples. Each optimiser step takes o
 
 The schedule (the reference's): the latest `--validation` fraction of the training samples,
 by the same rule, is a validation set, never trained on. After each epoch (or every
-`--eval-every` steps) it is scored with the evaluation protocol (the true item among 99
+`--eval-every` steps; at least 30 steps apart by default, as the patience below counts
+validations and the reference's epochs are thousands of steps) it is scored with the evaluation protocol (the true item among 99
 sampled items, identical candidates every time) and HR@10 / NDCG@10 are printed per task.
 The validation score is the mean NDCG@10 of the two tasks (each task counts alike, however
 many rows it has). After `--lr-patience` evaluations without a better score every learning
@@ -32,6 +33,7 @@ from ops.commands._heldout import add_heldout_flags
 
 
 DEFAULT_EPOCHS = 20
+MIN_EVAL_STEPS = 30  # validate no more often than this, however short an epoch
 
 
 def register(subparsers) -> None:
@@ -71,7 +73,8 @@ def register(subparsers) -> None:
                    help="the latest F of the training samples, by the held-out rule, to validate on "
                         "(default: 0.1; 0: no validation, no schedule, the last state is written)")
     p.add_argument("--eval-every", type=int, metavar="N",
-                   help="validate every N steps (default: after each epoch)")
+                   help=f"validate every N steps (default: after each epoch, or every {MIN_EVAL_STEPS} steps "
+                        "where an epoch is shorter)")
     p.add_argument("--lr-factor", type=float, default=0.5, metavar="X",
                    help="multiply the learning rates by this on a plateau (default: 0.5)")
     p.add_argument("--lr-patience", type=int, default=1, metavar="N",
@@ -194,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
     search_batch = math.ceil(len(search) / steps_per_epoch)
     if args.epochs is None:  # a small file makes few steps an epoch: 20 of 9 left UniSAR improving at the cap
         args.epochs = max(DEFAULT_EPOCHS, math.ceil(args.min_steps / steps_per_epoch))
+    if args.eval_every is None and steps_per_epoch < MIN_EVAL_STEPS:
+        # patience counts validations: after every 9-step epoch, one noisy dip in UniSAR's flat
+        # first ~80 steps halved its learning rate for good (README, "Training defaults")
+        args.eval_every = MIN_EVAL_STEPS
     total = steps_per_epoch * args.epochs if args.max_steps is None else min(args.max_steps, steps_per_epoch * args.epochs)
     held = describe(args.heldout_last, args.heldout_per_user)
     print(f"unisar fit: {len(rec)} rec and {len(search)} search training samples "

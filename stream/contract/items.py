@@ -29,7 +29,7 @@ A later record of an item (a user) replaces the earlier one.
 Categories, caption words and profile values become tokens of one vocabulary (stable 64-bit
 ids): a word is `word_id(w)`, a category `stable_id("category<level>", c)`, a profile value
 `stable_id("profile:<field>", value)`. The model embeds them through its word table
-(model.batch), so the catalogue adds no id table of its own.
+(model.tensors), so the catalogue adds no id table of its own.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from model.batch import collate, encode, sample_negatives
+from model.batch import collate
+from model.tensors import encode, sample_negatives
 from model.idtable import IdTable
 from stream.contract.history import History, Limits, RecBehaviour, SearchBehaviour
 from stream.contract.samples import Sample

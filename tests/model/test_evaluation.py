@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from model.batch import UNKNOWN, collate, encode
+from model.batch import collate
+from model.tensors import UNKNOWN, encode
 from model.evaluation import draw_negatives, evaluable, evaluate_samples, item_pool
 from model.learner import Learner
 

@@ -136,3 +136,18 @@ def test_validation_zero_keeps_the_plain_run(events_file, tmp_path, capsys):
     assert "validation_history" not in state["fit"] and "no validation" in printed and "validation at" not in printed
     assert main(["fit", "--events", str(events_file), "--out", str(out), "--validation", "1"]) == 2
     assert "--validation: expected a fraction in [0, 1), got 1.0" in capsys.readouterr().err
+
+
+def test_short_epochs_are_validated_no_more_often_than_every_30_steps(events_file, tmp_path, capsys):
+    from ops.commands.fit import MIN_EVAL_STEPS
+
+    out = tmp_path / "m.pt"
+    # 64-row batches make a few steps an epoch here: patience counted in such validations would
+    # cut the learning rate on the noise of a few steps
+    assert main(["fit", "--events", str(events_file), "--out", str(out), "--epochs", "20", "--patience", "99",
+                 *TINY]) == 0
+    printed = capsys.readouterr().out
+    total = int(re.search(r"; (\d+) steps of 64 rec", printed).group(1))
+    steps = [e["step"] for e in torch.load(out, map_location="cpu", weights_only=True)["fit"]["validation_history"]]
+    assert total // 20 < MIN_EVAL_STEPS <= total  # epochs shorter than the interval, runs longer
+    assert steps == [*range(MIN_EVAL_STEPS, total + 1, MIN_EVAL_STEPS), *([total] if total % MIN_EVAL_STEPS else [])]

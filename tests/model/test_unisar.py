@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from model.batch import collate, encode, ranked
+from model.batch import collate, ranked
+from model.tensors import encode
 from model.learner import Learner
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
 from stream.contract.samples import Sample

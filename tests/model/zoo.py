@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import TINY
 
-from model.batch import collate, encode
+from model.batch import collate
+from model.tensors import encode
 from model.learner import Learner
 from model.registry import MODELS
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
