@@ -11,9 +11,10 @@ eval` on the same file scores exactly those samples. Each optimiser step takes o
 
 The schedule (the reference's): the latest `--validation` fraction of the training samples,
 by the same rule, is a validation set, never trained on. After each epoch (or every
-`--eval-every` steps; at least 30 steps apart by default, as the patience below counts
-validations and the reference's epochs are thousands of steps) it is scored with the evaluation protocol (the true item among 99
-sampled items, identical candidates every time) and HR@10 / NDCG@10 are printed per task.
+`--eval-every` steps; by default at least 30 steps apart, as the patience below counts
+validations and the reference's epochs are thousands of steps) it is scored with the
+evaluation protocol (the true item among 99 sampled items, identical candidates every time)
+and HR@10 / NDCG@10 are printed per task.
 The validation score is the mean NDCG@10 of the two tasks (each task counts alike, however
 many rows it has). After `--lr-patience` evaluations without a better score every learning
 rate is multiplied by `--lr-factor`; after `--patience` of them training stops. The
