@@ -25,6 +25,18 @@ from model.layers import gather
 from model.precision import full
 
 
+# Both losses learn their temperature. Unbounded, L_Rel's fell from 0.5 to 0.02-0.03 in 280
+# steps of ids-only UniSAR on MovieLens and crossed zero near step 456, where a negative
+# temperature turns the log-sum-exp into exp of a large positive number: L_Rel inf, training
+# dead. The floor is CLIP's (logit scale at most 100); above it the maths is unchanged.
+MIN_TEMPERATURE = 0.01
+
+
+def temperature(t: nn.Parameter) -> torch.Tensor:
+    """A learnable temperature as the loss reads it: never below MIN_TEMPERATURE."""
+    return t.clamp_min(MIN_TEMPERATURE)
+
+
 def _chunk(t: torch.Tensor) -> int:
     return 1024 if t.device.type == "cpu" else 16384  # CPU: rows of a chunk stay in L2/L3
 
@@ -110,7 +122,7 @@ class TransitionAlignment(nn.Module):
             return H_a.new_zeros(())
         w = (mask[valid] / mask[valid].sum(1, keepdim=True)).unsqueeze(-1)  # (n, L, 1)
         z = torch.cat([(H_a[valid] * w).sum(1), (H_b[valid] * w).sum(1)])  # (2n, d)
-        sim = torch.tanh(z @ self.W @ z.T) / self.temperature  # (2n, 2n)
+        sim = torch.tanh(z @ self.W @ z.T) / temperature(self.temperature)  # (2n, 2n)
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
         positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
         return F.cross_entropy(full(sim), positive)
@@ -133,7 +145,7 @@ class QueryItemRelevance(nn.Module):
         table row (two indices can hold one item), a query index is one distinct query."""
         if len(pair_q) == 0 or len(neg_items) == 0 or len(neg_queries) == 0:
             return V_query.new_zeros(())
-        tau = self.temperature
+        tau = temperature(self.temperature)
         # a query's negatives do not depend on which of its clicks is the positive: one
         # log-sum-exp per distinct query (and per distinct item), not per pair
         uq, iq = torch.unique(pair_q, return_inverse=True)

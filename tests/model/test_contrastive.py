@@ -85,3 +85,28 @@ def test_relevance_loss_equals_the_per_pair_reference_formulation():
     inputs = (V_query, V_item, rel.W, rel.temperature)
     for g, e in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs)):
         torch.testing.assert_close(g, e)
+
+
+def test_a_temperature_that_falls_below_the_floor_is_read_at_the_floor():
+    """The learnable temperatures can fall through zero (L_Rel's did on MovieLens: inf, training
+    dead); both losses read them at MIN_TEMPERATURE or above, finite whatever the parameter."""
+    from model.contrastive import MIN_TEMPERATURE, TransitionAlignment
+
+    torch.manual_seed(3)
+    V_query, V_item = torch.randn(10, 8), torch.randn(12, 8)
+    args = (V_query, V_item, torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), torch.arange(12),
+            torch.tensor([0, 2, 4, 6, 8]), torch.arange(12))
+    rel, align = QueryItemRelevance(8, 0.5), TransitionAlignment(8, 0.1)
+    H_a, H_b, mask = torch.randn(6, 5, 8), torch.randn(6, 5, 8), torch.ones(6, 5, dtype=torch.bool)
+    losses = {}
+    for value in (MIN_TEMPERATURE, 1e-4, -1e-3):
+        with torch.no_grad():
+            rel.temperature.fill_(value)
+            align.temperature.fill_(value)
+        losses[value] = (rel(*args), align(H_a, H_b, mask))
+        assert all(torch.isfinite(loss) for loss in losses[value]), (value, losses[value])
+    for value in (1e-4, -1e-3):
+        torch.testing.assert_close(losses[value], losses[MIN_TEMPERATURE])
+    with torch.no_grad():  # above the floor the temperature is what it says
+        rel.temperature.fill_(0.5)
+    assert not torch.isclose(rel(*args), losses[MIN_TEMPERATURE][0])
