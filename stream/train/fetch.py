@@ -15,11 +15,35 @@ from stream.train.admission import UNDECODABLE, Admission
 log = logging.getLogger(__name__)
 
 
+# A trainer far behind would read and drop thousands of stale records a second, on the cores
+# it trains on. Past a stale record that ends a fetch, the fetcher seeks most of the way to
+# where fresh records probably begin: records are taken to enter the partition at an even
+# rate from that record to the partition's end. JUMP_SHARE keeps clear of that estimate, so
+# an uneven rate rarely skips a fresh record; the records left before it are read and shed
+# one by one, as without a jump. (The embedded broker cannot seek by time: it answers
+# offsets_for_times with offset 0.)
+JUMP_SHARE = 0.8
+MIN_JUMP = 200  # fewer records are cheaper read than sought past
+
+
 @dataclass(frozen=True, slots=True)
 class Shed:
-    """A run of `count` stale samples the fetcher skipped, up to its entry's offset."""
+    """A run of `count` stale samples the fetcher skipped, up to its entry's offset (read and
+    found stale, or passed by a jump without being read)."""
 
     count: int
+
+
+def jump_target(offset: int, ingest_ms: int, end: int | None, now_s: float, max_staleness_s: float) -> int | None:
+    """Where to seek after a stale record at `offset`, ingested at `ingest_ms`, when the
+    partition ends at `end` (its high watermark): JUMP_SHARE of the way to the estimated
+    first fresh record. None when that passes fewer than MIN_JUMP records."""
+    age_s = now_s - ingest_ms / 1000
+    if end is None or age_s <= max_staleness_s:
+        return None
+    first_fresh = offset + (end - offset) * (age_s - max_staleness_s) / age_s
+    target = offset + 1 + int(JUMP_SHARE * (first_fresh - offset - 1))
+    return target if target - offset - 1 >= MIN_JUMP else None
 
 
 async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyncio.Event, lag=None,
@@ -37,8 +61,9 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
                 # shed before decoding, and without queueing each: a trainer that fell behind
                 # must skip samples faster than the stream makes them, and fresh samples must
                 # not wait behind stale ones for a place in a batch
-                if record.value is not None and admission.is_stale(sample_codec.ingest_ms_of(record.value), now):
-                    shed, last = shed + 1, record.offset
+                ingest_ms = sample_codec.ingest_ms_of(record.value) if record.value is not None else None
+                if admission.is_stale(ingest_ms, now):
+                    shed, last, last_ms = shed + 1, record.offset, ingest_ms
                     continue
                 if shed:
                     await queue.put((tp.partition, last, Shed(shed)))
@@ -49,7 +74,11 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
                     log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
                     sample = UNDECODABLE  # still queued: its offset must move on in order
                 await queue.put((tp.partition, record.offset, sample))
-            if shed:
+            if shed:  # the fetch ended stale: jump most of the way to the fresh records
+                target = jump_target(last, last_ms, consumer.highwater(tp), now, admission.max_staleness_s)
+                if target is not None:
+                    shed, last = shed + target - last - 1, target - 1
+                    consumer.seek(tp, target)
                 await queue.put((tp.partition, last, Shed(shed)))
         if lag is None:
             continue
