@@ -13,7 +13,10 @@ two thirds of its forward pass. Here:
     same pass (the loss is a plain mean, so dL/dlogit is known as soon as a chunk's
     log-sum-exp is): three matmuls, no (anchors x N) tensor kept for backward;
   - tanh(x) = 2 sigmoid(2x) - 1, and d tanh = 4 sigmoid (1 - sigmoid), the same function:
-    PyTorch's CPU sigmoid kernel is several times faster than its tanh kernel.
+    PyTorch's CPU sigmoid kernel is several times faster than its tanh kernel;
+  - under bf16 autocast its three products run in bf16, as autocast runs every other
+    product of the model, and everything after them (sigmoid, log-sum-exp, the gradient's
+    scaling) in fp32: in fp32 they were a third of a bf16 training step.
 """
 from __future__ import annotations
 
@@ -43,43 +46,44 @@ def _chunk(t: torch.Tensor) -> int:
 
 class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, tau, pos, anchor, pos_key, neg_key):
-        # a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U);
+    def forward(ctx, a, b, tau, pos, anchor, pos_key, neg_key, products):
+        # products: the dtype of the three matrix products; a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U);
         # pos_key (P,) and neg_key (N,): what each pair's positive and each negative is; a
         # negative equal to one of its anchor's positives is no negative and is left out
         P, inv_tau = len(pos), 1.0 / tau
         order = torch.argsort(anchor)
         starts = torch.zeros(len(a) + 1, dtype=torch.long, device=a.device)
         starts[1:] = torch.cumsum(torch.bincount(anchor, minlength=len(a)), 0)
-        b2 = 2 * b  # tanh(z) = 2 sigmoid(2z) - 1: fold the 2 into the matmul
+        b2 = (2 * b).to(products)  # tanh(z) = 2 sigmoid(2z) - 1: fold the 2 into the matmul
+        b_p, a_p = b.to(products), a.to(products)
         lse = a.new_empty(len(a))
         grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
         grad_pos, loss = torch.empty_like(pos), a.new_zeros(())
         dot_gs_sig, coef_sum = a.new_zeros(()), a.new_zeros(())  # for the temperature's gradient
         step = _chunk(a)
         for s in range(0, len(a), step):
-            a_c = a[s : s + step]
-            sig = torch.sigmoid_(a_c @ b2.T)  # (c, N); tanh = 2 sig - 1
+            c = min(step, len(a) - s)  # this chunk's anchors: rows s .. s + c
+            sig = torch.sigmoid_(full(a_p[s : s + c] @ b2.T))  # (c, N); tanh = 2 sig - 1
             top = sig.amax(1, keepdim=True)
-            e = torch.sub(sig, top).mul_(2 * inv_tau).exp_()  # exp((tanh - max tanh) / tau)
+            e = torch.add(top * (-2 * inv_tau), sig, alpha=2 * inv_tau).exp_()  # exp((tanh - max tanh) / tau)
             # this chunk's pairs: their loss, and dL/d(negatives' lse) summed per anchor
-            pairs = order[starts[s] : starts[s + len(a_c)]]
+            pairs = order[starts[s] : starts[s + c]]
             u = anchor[pairs] - s
             same = (pos_key[pairs].unsqueeze(1) == neg_key.unsqueeze(0)).nonzero()  # (hits, 2): pair, negative
             if len(same):
                 e[u[same[:, 0]], same[:, 1]] = 0.0
             total = e.sum(1).clamp_min_(torch.finfo(e.dtype).tiny)
-            lse[s : s + len(a_c)] = (2 * top.squeeze(1) - 1) * inv_tau + total.log()
+            lse[s : s + c] = (2 * top.squeeze(1) - 1) * inv_tau + total.log()
             gap = lse[s + u] - pos[pairs]
             loss = loss + (torch.logaddexp(pos[pairs], lse[s + u]) - pos[pairs]).sum()
             grad_pos[pairs] = -torch.sigmoid(gap) / P  # d/dpos = sigmoid(pos - lse) - 1
-            coef = a_c.new_zeros(len(a_c)).index_add_(0, u, torch.sigmoid(gap) / P)  # d/dlse, per anchor
+            coef = a.new_zeros(c).index_add_(0, u, torch.sigmoid(gap) / P)  # d/dlse, per anchor
             coef_sum = coef_sum + coef.sum()
             g_s = e.mul_((coef / total).unsqueeze(1))  # dL/d(tanh / tau): softmax times coef
             dot_gs_sig = dot_gs_sig + torch.dot(g_s.view(-1), sig.view(-1))
-            g_z = sig.sub_(sig * sig).mul_(g_s)  # (sig - sig^2) * dL/ds; times 4 / tau below
-            grad_a[s : s + len(a_c)] = g_z @ b
-            grad_b.addmm_(g_z.T, a_c)
+            g_z = sig.addcmul_(sig, sig, value=-1).mul_(g_s).to(products)  # (sig - sig^2) dL/ds; times 4 / tau below
+            grad_a[s : s + c] = g_z @ b_p
+            grad_b += g_z.T @ a_p[s : s + c]
         scale = 4 * inv_tau
         # through the negatives: dL/dtau = sum dL/ds * (-tanh / tau^2), tanh = 2 sig - 1, and
         # dL/ds sums to coef over each row
@@ -90,7 +94,7 @@ class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_a, grad_b, grad_tau, grad_pos = ctx.saved_tensors
-        return grad_a * grad, grad_b * grad, grad_tau * grad, grad_pos * grad, None, None, None
+        return grad_a * grad, grad_b * grad, grad_tau * grad, grad_pos * grad, None, None, None, None
 
 
 def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: torch.Tensor,
@@ -100,9 +104,12 @@ def info_nce_shared(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, pos: to
 
     a (U, d) distinct anchors, b (N, d) shared negatives, tau the temperature, pos (P,) the
     pairs' positive logits (already divided by tau), anchor (P,) each pair's row of a. A loss:
-    computed in fp32 whatever the forward pass's autocast (model.precision)."""
-    with torch.autocast(a.device.type, enabled=False):
-        return _SharedNegativeInfoNCE.apply(full(a), full(b), full(tau), full(pos), anchor, pos_key, neg_key)
+    computed in fp32 whatever the forward pass's autocast (model.precision), but for its
+    products, which follow the autocast (bf16 under bf16 autocast)."""
+    device, a, b = a.device.type, full(a), full(b)
+    products = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else a.dtype
+    with torch.autocast(device, enabled=False):
+        return _SharedNegativeInfoNCE.apply(a, b, full(tau), full(pos), anchor, pos_key, neg_key, products)
 
 
 class TransitionAlignment(nn.Module):

@@ -39,6 +39,15 @@ def gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
 
 
+def bag_mean(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The mean of each bag's rows, `index` (..., K) padded with 0 -> (..., d); the padding
+    takes no part in the mean and an all-padding bag is zero. Through embedding_bag, which
+    never builds the (..., K, d) gather: for a step's 100k distinct items with 16 caption
+    slots that was a 200 MB tensor, written in the forward pass and scattered in the backward."""
+    flat = F.embedding_bag(index.reshape(-1, index.shape[-1]), table, mode="mean", padding_idx=0)
+    return flat.view(*index.shape[:-1], table.shape[-1])
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout. On CPU the mask comes from numpy's PCG64 (16 random bits per
     element, seeded from torch's generator, so torch.manual_seed still fixes it):

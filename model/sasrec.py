@@ -36,11 +36,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import (Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, add_joint_total, gather,
+from model.layers import (Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, add_joint_total, bag_mean, gather,
                           sampled_bce)
 
 
@@ -98,7 +97,7 @@ class SASRec(nn.Module):
     def sequence(self, t: TaskTensors, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The behaviours in time order: (B, L, d) item vectors and (B, L) which are steps."""
         B, S, K = t.search_clicks.shape
-        clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V, mode="mean", padding_idx=0).view(B, S, -1)
+        clicks = bag_mean(V, t.search_clicks)
         E = torch.cat([gather(V, t.rec_items), clicks], 1)  # (B, L, d) slot order
         valid = torch.cat([t.rec_items != 0, (t.search_clicks != 0).any(-1)], 1)  # (B, L)
         E = E.gather(1, t.mixed.unsqueeze(-1).expand(-1, -1, E.shape[-1]))  # time order

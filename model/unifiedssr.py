@@ -75,7 +75,7 @@ import torch.nn.functional as F
 
 from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, gather, sampled_bce
+from model.layers import Attention, Dropout, FeedForward, ItemEmbedding, KeyMask, bag_mean, gather, sampled_bce
 from model.precision import full
 
 TASKS = ("rec", "search")
@@ -278,10 +278,9 @@ class UnifiedSSRNet(nn.Module):
 
     def search(self, t: TaskTensors, V: torch.Tensor, V_query: torch.Tensor, u: torch.Tensor):
         """The search predictor's mixed vector (B, d) and each row's L_ssl (B,) or None."""
-        B, S, K = t.search_clicks.shape
         valid_p = t.search_query != 0  # (B, S) a search behaviour, with or without clicks
         n = valid_p.sum(1)  # (B,)
-        clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V, mode="mean", padding_idx=0).view(B, S, -1)
+        clicks = bag_mean(V, t.search_clicks)
         queries = torch.cat([t.search_query, torch.zeros_like(t.search_query[:, :1])], 1)  # (B, S + 1)
         queries = queries.scatter(1, n.unsqueeze(1), t.query.unsqueeze(1))  # the search's own query after the history
         valid_q = torch.cat([valid_p, torch.zeros_like(valid_p[:, :1])], 1).scatter(1, n.unsqueeze(1), True)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from model.tensors import UNKNOWN, StepTensors, TaskTensors
 from model.config import ZooConfig
 from model.contrastive import QueryItemRelevance, TransitionAlignment
-from model.layers import Attention, Dropout, Encoder, Fusion, click_labels, gather, mlp
+from model.layers import Attention, Dropout, Encoder, Fusion, bag_mean, click_labels, gather, mlp
 from model.precision import full
 
 TASKS = ("rec", "search")
@@ -129,9 +129,8 @@ class Embeddings(nn.Module):
         """(B,) user rows and (B, F) profile tokens (local word indices into W, 0 none) -> (B, d)."""
         x, known = self.user_proj(self.user(rows)), rows != 0
         if self.profile_proj is not None and profile is not None:  # else: profile absent, zero
-            n_fields = (profile != 0).sum(1, keepdim=True)
-            x = x + (gather(W, profile).sum(1) / n_fields.clamp_min(1)) @ self.profile_proj.T
-            known = known | (n_fields.squeeze(1) > 0)
+            x = x + bag_mean(W, profile) @ self.profile_proj.T
+            known = known | (profile != 0).any(1)
         return torch.tanh(x) * known.unsqueeze(-1)
 
     def words(self, word_rows: torch.Tensor) -> torch.Tensor:  # the step's distinct words (V,) -> (V, id_dim)
@@ -142,9 +141,7 @@ class Embeddings(nn.Module):
         unknown = (rows == UNKNOWN).unsqueeze(-1)
         x = self.item_proj(torch.where(unknown, self.unknown_item, self.item(rows.clamp_min(0))))
         if self.feature_proj is not None and step.item_categories is not None:  # else: features absent, zero
-            caption = step.item_caption
-            n_words = (caption != 0).sum(1, keepdim=True).clamp_min(1)
-            features = torch.cat([gather(W, step.item_categories).flatten(1), gather(W, caption).sum(1) / n_words], -1)
+            features = torch.cat([gather(W, step.item_categories).flatten(1), bag_mean(W, step.item_caption)], -1)
             x = x + features @ self.feature_proj.T  # row 0 of W is the zero padding word
         return torch.tanh(x) * (rows != 0).unsqueeze(-1)
 
@@ -286,8 +283,7 @@ class UniSARNet(nn.Module):
         rec_mask, search_mask = t.rec_items != 0, t.search_query != 0  # (B, R), (B, S)
         E_rec = gather(V_item, t.rec_items)  # (B, R, d)
         B, S, K = t.search_clicks.shape
-        clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V_item, mode="mean", padding_idx=0)
-        E_search = gather(V_query, t.search_query) + clicks.view(B, S, -1)  # (B, S, d)
+        E_search = gather(V_query, t.search_query) + bag_mean(V_item, t.search_clicks)  # (B, S, d)
 
         # transition extraction
         X_r2r, X_s2s = E_rec + self.pos_rec, E_search + self.pos_search

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, gather
+from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, bag_mean, gather
 from model.precision import full
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
@@ -148,16 +148,13 @@ class USER(nn.Module):
     def items(self, step: StepTensors, W: torch.Tensor) -> torch.Tensor:  # -> (U, d); W (V, d) the step's words
         x = self.item(step.item_rows)
         if self.caption is not None and step.item_caption is not None:
-            caption = step.item_caption
-            mean = gather(W, caption).sum(1) / (caption != 0).sum(1, keepdim=True).clamp_min(1)  # row 0 of W is zero
-            x = x + mean @ self.caption.T
+            x = x + bag_mean(W, step.item_caption) @ self.caption.T
         return x * (step.item_rows != 0).unsqueeze(-1)
 
     def behaviours(self, t: TaskTensors, V: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The integrated sequence in time order: (B, L, d) behaviour + type + position, and
         (B, L) which positions are behaviours."""
-        B, S, K = t.search_clicks.shape
-        clicks = F.embedding_bag(t.search_clicks.view(B * S, K), V, mode="mean", padding_idx=0).view(B, S, -1)
+        clicks = bag_mean(V, t.search_clicks)
         searches = self.search(torch.cat([gather(Q, t.search_query), clicks], -1))
         E = torch.cat([gather(V, t.rec_items), searches], 1)  # slot order
         E = E.gather(1, t.mixed.unsqueeze(-1).expand(-1, -1, E.shape[-1]))  # time order

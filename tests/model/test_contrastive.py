@@ -110,3 +110,27 @@ def test_a_temperature_that_falls_below_the_floor_is_read_at_the_floor():
     with torch.no_grad():  # above the floor the temperature is what it says
         rel.temperature.fill_(0.5)
     assert not torch.isclose(rel(*args), losses[MIN_TEMPERATURE][0])
+
+
+def test_under_bf16_autocast_only_the_products_are_bf16():
+    """The loss and its gradients come back in fp32 and stay close to the fp32 ones: the
+    products are rounded, the log-sum-exp is not."""
+    torch.manual_seed(0)
+    a = torch.randn(300, 16, requires_grad=True)
+    b = torch.randn(64, 16, requires_grad=True)
+    tau = torch.tensor(0.2, requires_grad=True)
+    anchor = torch.cat([torch.arange(300), torch.randint(0, 300, (200,))])
+    pos_raw = torch.randn(500, requires_grad=True)
+
+    def loss_and_grads():
+        loss = info_nce_shared(a, b, tau, torch.tanh(pos_raw) / tau, anchor, *no_keys(500, 64))
+        return loss, torch.autograd.grad(loss, (a, b, tau, pos_raw))
+
+    fp32, fp32_grads = loss_and_grads()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16, bf16_grads = loss_and_grads()
+    assert bf16.dtype == torch.float32 and all(g.dtype == torch.float32 for g in bf16_grads)
+    assert bf16 != fp32  # the products were rounded: the switch is live
+    torch.testing.assert_close(bf16, fp32, rtol=1e-2, atol=1e-2)
+    for g, e in zip(bf16_grads, fp32_grads):
+        assert (g - e).norm() <= 0.05 * e.norm()

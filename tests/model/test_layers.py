@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.layers import sampled_bce
+from model.layers import bag_mean, gather, sampled_bce
 
 
 @pytest.mark.parametrize("n_negatives", [1, 4, 16, 99])
@@ -26,3 +26,19 @@ def test_a_labelled_negative_in_column_0_is_pushed_down_like_the_sampled_ones():
     sampled_bce(logits, torch.tensor([1.0, 0.0])).backward()
     assert logits.grad[0, 0] < 0 and logits.grad[1, 0] > 0  # a click rises, an exposure falls
     assert (logits.grad[:, 1:] > 0).all()
+
+
+def test_bag_mean_is_the_mean_of_the_non_padding_rows_and_zero_for_an_empty_bag():
+    torch.manual_seed(0)
+    table = torch.randn(9, 4, requires_grad=True)
+    index = torch.tensor([[[1, 2, 0], [0, 0, 0]], [[3, 3, 8], [5, 0, 0]]])  # (2, 2, 3) bags of 3 slots
+    got = bag_mean(table, index)
+    assert got.shape == (2, 2, 4)
+    counts = (index != 0).sum(-1, keepdim=True).clamp_min(1)
+    want = (gather(table, index) * (index != 0).unsqueeze(-1)).sum(-2) / counts
+    assert torch.allclose(got, want)
+    assert torch.equal(got[0, 1], torch.zeros(4))
+    (g_got,) = torch.autograd.grad(got.square().sum(), table)
+    (g_want,) = torch.autograd.grad(want.square().sum(), table)
+    assert torch.allclose(g_got[1:], g_want[1:])  # the padding row takes no gradient
+    assert torch.equal(g_got[0], torch.zeros(4))
