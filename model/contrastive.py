@@ -47,9 +47,10 @@ def _chunk(t: torch.Tensor) -> int:
 class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, tau, pos, anchor, pos_key, neg_key, products):
-        # products: the dtype of the three matrix products; a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U);
+        # a (U, d) anchors, b (N, d) negatives, tau (), pos (P,) positive logits, anchor (P,) in [0, U);
         # pos_key (P,) and neg_key (N,): what each pair's positive and each negative is; a
-        # negative equal to one of its anchor's positives is no negative and is left out
+        # negative equal to one of its anchor's positives is no negative and is left out;
+        # products: the dtype of the three matrix products (everything else is in a's dtype)
         P, inv_tau = len(pos), 1.0 / tau
         order = torch.argsort(anchor)
         starts = torch.zeros(len(a) + 1, dtype=torch.long, device=a.device)

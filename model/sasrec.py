@@ -96,7 +96,6 @@ class SASRec(nn.Module):
 
     def sequence(self, t: TaskTensors, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The behaviours in time order: (B, L, d) item vectors and (B, L) which are steps."""
-        B, S, K = t.search_clicks.shape
         clicks = bag_mean(V, t.search_clicks)
         E = torch.cat([gather(V, t.rec_items), clicks], 1)  # (B, L, d) slot order
         valid = torch.cat([t.rec_items != 0, (t.search_clicks != 0).any(-1)], 1)  # (B, L)

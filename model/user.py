@@ -67,7 +67,8 @@ import torch.nn.functional as F
 
 from model.tensors import StepTensors, TaskTensors
 from model.config import ZooConfig
-from model.layers import Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, bag_mean, gather
+from model.layers import (Attention, Dropout, Encoder, FeedForward, ItemEmbedding, KeyMask, add_joint_total, bag_mean,
+                          gather)
 from model.precision import full
 
 REC, SEARCH, TARGET = 0, 1, 2  # behaviour types of the type embedding
