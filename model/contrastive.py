@@ -16,7 +16,7 @@ two thirds of its forward pass. Here:
     PyTorch's CPU sigmoid kernel is several times faster than its tanh kernel;
   - under bf16 autocast its three products run in bf16, as autocast runs every other
     product of the model, and everything after them (sigmoid, log-sum-exp, the gradient's
-    scaling) in fp32: in fp32 they were a third of a bf16 training step.
+    scaling) in fp32: in fp32 they took about half of L_Rel's time.
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ class _SharedNegativeInfoNCE(torch.autograd.Function):
         order = torch.argsort(anchor)
         starts = torch.zeros(len(a) + 1, dtype=torch.long, device=a.device)
         starts[1:] = torch.cumsum(torch.bincount(anchor, minlength=len(a)), 0)
-        b2 = (2 * b).to(products)  # tanh(z) = 2 sigmoid(2z) - 1: fold the 2 into the matmul
         b_p, a_p = b.to(products), a.to(products)
+        b2 = 2 * b_p  # tanh(z) = 2 sigmoid(2z) - 1: fold the 2 into the matmul (exact in any dtype)
         lse = a.new_empty(len(a))
         grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
         grad_pos, loss = torch.empty_like(pos), a.new_zeros(())
