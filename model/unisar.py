@@ -313,11 +313,12 @@ class UniSARNet(nn.Module):
             one = t.first if t.first is not None else torch.ones(B, dtype=torch.bool, device=logits.device)
             if t.label is not None:
                 one = one & (t.label > 0)
+            one = one.unsqueeze(1)  # a row left out is a row with no slot to pool
             L_align = logits.new_zeros(())
             if cfg.use_s2r and cfg.use_r2r:
-                L_align = L_align + self.align_rec(H_s2r[one], H_r2r[one], rec_mask[one])
+                L_align = L_align + self.align_rec(H_s2r, H_r2r, rec_mask & one)
             if cfg.use_r2s and cfg.use_s2s:
-                L_align = L_align + self.align_search(H_r2s[one], H_s2s[one], search_mask[one])
+                L_align = L_align + self.align_search(H_r2s, H_s2s, search_mask & one)
             losses["align"] = L_align
         if cfg.use_rel:
             pairs = search_mask.unsqueeze(-1) & (t.search_clicks != 0)  # (B, S, K)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -134,3 +135,58 @@ def test_under_bf16_autocast_only_the_products_are_bf16():
     torch.testing.assert_close(bf16, fp32, rtol=1e-2, atol=1e-2)
     for g, e in zip(bf16_grads, fp32_grads):
         assert (g - e).norm() <= 0.05 * e.norm()
+
+
+def test_alignment_loss_equals_nt_xent_over_the_batch():
+    """L_Align through the shared-negative InfoNCE is NT-Xent over the 2n pooled rows (the
+    paper's form, as the reference computes it), value and gradients, empty rows left out."""
+    from model.contrastive import TransitionAlignment
+
+    torch.manual_seed(4)
+    align = TransitionAlignment(8, 0.2).double()
+    H_a = torch.randn(700, 5, 8, dtype=torch.double, requires_grad=True)  # 2n rows: more than one chunk
+    H_b = torch.randn(700, 5, 8, dtype=torch.double, requires_grad=True)
+    mask = torch.rand(700, 5) > 0.3
+    mask[:3] = False  # empty histories take no part
+
+    def nt_xent():
+        valid = mask.any(1)
+        w = (mask[valid] / mask[valid].sum(1, keepdim=True)).unsqueeze(-1)
+        z = torch.cat([(H_a[valid] * w).sum(1), (H_b[valid] * w).sum(1)])
+        n = int(valid.sum())
+        sim = torch.tanh(z @ align.W @ z.T) / align.temperature
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+        return F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+    got, expected = align(H_a, H_b, mask), nt_xent()
+    torch.testing.assert_close(got, expected)
+    inputs = (H_a, H_b, align.W, align.temperature)
+    for g, e in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs)):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("left_out_as", ["a positive", "the anchor itself"])
+def test_a_left_out_negative_far_above_the_rest_does_not_underflow_the_loss(left_out_as):
+    """At the temperature floor a left-out negative (an anchor's similarity to itself, or a
+    negative equal to its positive) can sit 200 above every kept logit: exp(-200) is 0 in
+    fp32. The loss must still be the exact one."""
+    from model.contrastive import MIN_TEMPERATURE
+
+    n = 40
+    a = 10.0 * torch.eye(n)  # anchor p . negative j = 10 b[j, p]
+    b = torch.full((n, n), -10.0)  # a kept negative: tanh(-100) = -1
+    even = torch.arange(0, n, 2)
+    b[even, even] = 10.0  # the left-out negative of an even anchor: tanh(100) = 1
+    tau = torch.tensor(MIN_TEMPERATURE)
+    anchor, keys = torch.arange(n), torch.arange(n)
+    pos = torch.full((n,), -0.5) / tau
+    if left_out_as == "a positive":
+        got = info_nce_shared(a, b, tau, pos, anchor, keys, keys)
+    else:
+        got = info_nce_shared(a, b, tau, pos, anchor, torch.full((n,), -1), keys, anchor_key=keys)
+    kept = torch.ones(n, n, dtype=torch.bool)
+    kept[keys, keys] = False
+    logits = torch.tanh(a.double() @ b.double().T) / MIN_TEMPERATURE
+    per_pair = torch.logsumexp(torch.cat([pos.double().unsqueeze(1), logits.masked_fill(~kept, float("-inf"))], 1),
+                               1) - pos.double()
+    torch.testing.assert_close(got.double(), per_pair.mean())
