@@ -133,8 +133,8 @@ class TransitionAlignment(nn.Module):
     (2n x 2n) similarities are formed chunk by chunk with their gradient, as for L_Rel,
     instead of kept whole (with their softmax, mask and casts) for autograd, and the
     tanh and log-sum-exp are in fp32 under bf16 autocast (the similarities were rounded to
-    bf16 before). At the
-    paper's batch of 1,024 rows, one call with its backward went from about 45 to 27 ms."""
+    bf16 before). At the paper's batch of 1,024 rows, one call with its backward went from
+    about 45 to 27 ms."""
 
     def __init__(self, d: int, temperature: float) -> None:
         super().__init__()
