@@ -21,8 +21,10 @@ best matrix-product rate this device reaches on d=64-shaped products. No impleme
 of this maths trains faster than that on this device.
 
 Each precision the device runs natively is measured side by side in one run (fp32, and
-bf16 autocast where the CPU has bf16 instructions or on a GPU), each with its own ceiling
-and a torch.profiler table of one step's top operators. The hardware line (CPU model, bf16
+bf16 autocast where the CPU has bf16 instructions or on a GPU), taking turns step by step
+so that a drifting machine moves them alike; rates are medians over steps, printed with
+their spread. Each has its own ceiling and a torch.profiler table of one step's top
+operators. The hardware line (CPU model, bf16
 instructions, device) is printed and carried by every JSON object.
 
     python benchmarks/train_speed.py [--model unisar --steps 8 --device cpu|cuda --precision both --zipf 0]
@@ -143,40 +145,56 @@ def profile_call(learner: Learner, call, top: int = 12) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=top)
 
 
-def measure(args, precision: str, steps: list, eval_sets: list, sync) -> dict:
-    """Training and evaluation rates of a fresh learner at `precision`, and its ceiling."""
-    learner = Learner(args.model, seed=args.seed, device=args.device, precision=precision, **KUAISAR)
-    for s in steps[:2]:  # warm-up
-        learner.learn_many(s)
-    sync()
-    start = time.perf_counter()
+def measure(args, precisions: list[str], steps: list, eval_sets: list, sync) -> dict[str, dict]:
+    """Training and evaluation rates of a fresh learner per precision, and its ceiling. The
+    precisions take turns, one training step (or evaluation batch) each, so a machine that
+    slows down or speeds up during the run moves them alike: this machine's rates drift by
+    10-20% between runs, more than the differences being compared. A rate is the median
+    over its steps; the spread (slowest to fastest step) is printed beside it."""
+    learners = {p: Learner(args.model, seed=args.seed, device=args.device, precision=p, **KUAISAR) for p in precisions}
+
+    def seconds(call) -> float:
+        start = time.perf_counter()
+        call()
+        sync()
+        return time.perf_counter() - start
+
+    for learner in learners.values():  # warm-up
+        for s in steps[:2]:
+            learner.learn_many(s)
+    step_s = {p: [] for p in precisions}
     for i in range(args.steps):
-        learner.learn_many(steps[i % len(steps)])
-    sync()
-    step_s = (time.perf_counter() - start) / args.steps
-    train_rate = REC_BATCH / step_s
-    print(f"[{precision}] train: {step_s * 1e3:.0f} ms per step -> {train_rate:,.0f} rec samples/s "
-          f"({(REC_BATCH + SEARCH_BATCH) / step_s:,.0f} rec+search samples/s)", flush=True)
-    flops = step_flops(learner, steps[0])
-    peak = matmul_peak(args.device, sync, torch.bfloat16 if precision == "bf16" else torch.float32)
-    ceiling = REC_BATCH / (flops / peak) if flops else float("inf")  # popularity: no products at all
-    print(f"[{precision}] arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); best {precision} "
-          f"matrix-product rate here {peak / 1e9:.0f} GFLOP/s -> at most {ceiling:,.0f} rec samples/s with nothing "
-          f"but the products ({train_rate / ceiling:.0%} of that reached)", flush=True)
-    learner.score(eval_sets[0])
-    sync()
-    start = time.perf_counter()
+        for p, learner in learners.items():
+            step_s[p].append(seconds(lambda: learner.learn_many(steps[i % len(steps)])))
+    for learner in learners.values():
+        learner.score(eval_sets[0])
+    eval_s = {p: [] for p in precisions}
     for s in eval_sets:
-        learner.score(s)
-    sync()
-    eval_rate = EVAL_BATCH * len(eval_sets) / (time.perf_counter() - start)
-    print(f"[{precision}] eval: {eval_rate:,.0f} samples/s (100 candidates each)", flush=True)
-    if args.profile:
-        print(f"[{precision}] profile of one training step:\n"
-              f"{profile_call(learner, lambda: learner.learn_many(steps[0]))}", flush=True)
-        print(f"[{precision}] profile of one evaluation batch:\n"
-              f"{profile_call(learner, lambda: learner.score(eval_sets[0]))}", flush=True)
-    return {"train": train_rate, "eval": eval_rate, "ceiling": ceiling, "flops": flops, "peak": peak}
+        for p, learner in learners.items():
+            eval_s[p].append(seconds(lambda: learner.score(s)))
+    out = {}
+    for p in precisions:
+        learner, median = learners[p], float(np.median(step_s[p]))
+        train_rate = REC_BATCH / median
+        print(f"[{p}] train: {median * 1e3:.0f} ms per step (median of {len(step_s[p])}; "
+              f"{min(step_s[p]) * 1e3:.0f}-{max(step_s[p]) * 1e3:.0f}) -> {train_rate:,.0f} rec samples/s "
+              f"({(REC_BATCH + SEARCH_BATCH) / median:,.0f} rec+search samples/s)", flush=True)
+        flops = step_flops(learner, steps[0])
+        peak = matmul_peak(args.device, sync, torch.bfloat16 if p == "bf16" else torch.float32)
+        ceiling = REC_BATCH / (flops / peak) if flops else float("inf")  # popularity: no products at all
+        print(f"[{p}] arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); best {p} "
+              f"matrix-product rate here {peak / 1e9:.0f} GFLOP/s -> at most {ceiling:,.0f} rec samples/s with "
+              f"nothing but the products ({train_rate / ceiling:.0%} of that reached)", flush=True)
+        eval_rate = EVAL_BATCH / float(np.median(eval_s[p]))
+        print(f"[{p}] eval: {eval_rate:,.0f} samples/s (100 candidates each; median of {len(eval_s[p])} batches, "
+              f"{EVAL_BATCH / max(eval_s[p]):,.0f}-{EVAL_BATCH / min(eval_s[p]):,.0f})", flush=True)
+        if args.profile:
+            print(f"[{p}] profile of one training step:\n"
+                  f"{profile_call(learner, lambda: learner.learn_many(steps[0]))}", flush=True)
+            print(f"[{p}] profile of one evaluation batch:\n"
+                  f"{profile_call(learner, lambda: learner.score(eval_sets[0]))}", flush=True)
+        out[p] = {"train": train_rate, "eval": eval_rate, "ceiling": ceiling, "flops": flops, "peak": peak}
+    return out
 
 
 def main() -> None:
@@ -222,7 +240,7 @@ def main() -> None:
         precisions = ["fp32", "bf16"] if native else ["fp32"]
     else:
         precisions = ["bf16" if use_bf16(args.precision, torch.device(args.device)) else "fp32"]
-    results = {precision: measure(args, precision, steps, eval_sets, sync) for precision in precisions}
+    results = measure(args, precisions, steps, eval_sets, sync)
 
     best = max(results, key=lambda k: results[k]["train"])
     where = "cpu" if args.device == "cpu" else "cuda"
