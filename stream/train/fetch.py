@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 # A trainer far behind would read and drop thousands of stale records a second, on the cores
 # it trains on. Past a stale record that ends a fetch, the fetcher seeks most of the way to
 # where fresh records probably begin: records are taken to enter the partition at an even
-# rate from that record to the partition's end. JUMP_SHARE keeps clear of that estimate, so
-# an uneven rate rarely skips a fresh record; the records left before it are read and shed
-# one by one, as without a jump. (The embedded broker cannot seek by time: it answers
-# offsets_for_times with offset 0.)
+# rate from that record to the partition's end. JUMP_SHARE keeps clear of that estimate; the
+# records left before it are read and shed one by one, as without a jump. The estimate is
+# wrong when the rate was not even (a quiet hour, then a burst): so a jump is only taken once
+# it has landed on a stale record, which, ingest times rising with offsets, shows that every
+# record passed was stale too. Landing on a fresh record, the fetcher goes back to where it
+# left and reads on, without jumping again until it has read a fresh record. (The embedded
+# broker cannot seek by time: it answers offsets_for_times with offset 0.)
 JUMP_SHARE = 0.8
 MIN_JUMP = 200  # fewer records are cheaper read than sought past
 
@@ -46,25 +49,40 @@ def jump_target(offset: int, ingest_ms: int, end: int | None, now_s: float, max_
     return target if target - offset - 1 >= MIN_JUMP else None
 
 
+def _ingest_ms(record) -> int | None:
+    return sample_codec.ingest_ms_of(record.value) if record.value is not None else None
+
+
 async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyncio.Event, lag=None,
                 trained: dict[int, int] | None = None) -> None:
     """Poll until `stop`, queueing every record's entry. `lag` (a gauge by partition) follows
     the samples not yet trained of each partition held: from the end of the partition back to
     `trained[partition]` (the next offset the trainer has not consumed; until it has one, the
     consumer's position), so samples read but still queued count as lag."""
+    jumps: dict = {}  # partition -> (first offset passed, landing offset): a jump not yet taken
+    no_jump: set = set()  # partitions that landed on a fresh record, until they read one
     while not stop.is_set():
         fetched = await consumer.getmany(timeout_ms=200)
         now = time.time()
         for tp, records in fetched.items():
             shed, last = 0, -1  # a run of stale records: one queue entry for all of them
+            passed, landing = jumps.pop(tp, (None, None))
+            if landing is not None and records[0].offset >= landing:  # (else the position was reset)
+                if not admission.is_stale(_ingest_ms(records[0]), now):
+                    consumer.seek(tp, passed)  # fresh records may lie behind: read them all
+                    no_jump.add(tp)
+                    continue
+                # older than a stale record, so stale: passed unread
+                shed, last = records[0].offset - passed, records[0].offset - 1
             for record in records:
                 # shed before decoding, and without queueing each: a trainer that fell behind
                 # must skip samples faster than the stream makes them, and fresh samples must
                 # not wait behind stale ones for a place in a batch
-                ingest_ms = sample_codec.ingest_ms_of(record.value) if record.value is not None else None
+                ingest_ms = _ingest_ms(record)
                 if admission.is_stale(ingest_ms, now):
                     shed, last, last_ms = shed + 1, record.offset, ingest_ms
                     continue
+                no_jump.discard(tp)
                 if shed:
                     await queue.put((tp.partition, last, Shed(shed)))
                     shed = 0
@@ -74,12 +92,14 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
                     log.error("undecodable sample at %s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc)
                     sample = UNDECODABLE  # still queued: its offset must move on in order
                 await queue.put((tp.partition, record.offset, sample))
-            if shed:  # the fetch ended stale: jump most of the way to the fresh records
-                target = jump_target(last, last_ms, consumer.highwater(tp), now, admission.max_staleness_s)
-                if target is not None:
-                    shed, last = shed + target - last - 1, target - 1
-                    consumer.seek(tp, target)
+            if shed:
                 await queue.put((tp.partition, last, Shed(shed)))
+                # the fetch ended stale: jump most of the way to the fresh records
+                target = None if tp in no_jump else \
+                    jump_target(last, last_ms, consumer.highwater(tp), now, admission.max_staleness_s)
+                if target is not None:
+                    jumps[tp] = (last + 1, target)
+                    consumer.seek(tp, target)
         if lag is None:
             continue
         for tp in consumer.assignment():

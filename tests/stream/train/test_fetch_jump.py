@@ -43,6 +43,7 @@ class FakeConsumer:
 
     def __init__(self, ingest_ms: list[int], per_fetch: int, stop: asyncio.Event) -> None:
         self.tp, self.position, self.per_fetch, self.stop, self.read = TP("sar.samples", 0), 0, per_fetch, stop, 0
+        self.seeks: list[int] = []
         event = Event("e", 1, 1, "rec", (5,), 1, ())
         self.values = [sample_codec.encode(event, hist.encode(hist.History(-1, (), ())), ms) for ms in ingest_ms]
 
@@ -58,7 +59,7 @@ class FakeConsumer:
         return len(self.values)
 
     def seek(self, tp, offset: int) -> None:
-        assert offset > self.position - 1, "a jump only moves forward"
+        self.seeks.append(offset)
         self.position = offset
 
 
@@ -67,7 +68,7 @@ def run_fetch(ingest_ms: list[int], max_staleness_s: float | None, per_fetch: in
         stop, queue = asyncio.Event(), asyncio.Queue()
         consumer = FakeConsumer(ingest_ms, per_fetch, stop)
         await fetch(consumer, Admission(1 << 16, max_staleness_s), queue, stop)
-        return [queue.get_nowait() for _ in range(queue.qsize())], consumer.read
+        return [queue.get_nowait() for _ in range(queue.qsize())], consumer
 
     return asyncio.run(run())
 
@@ -93,9 +94,9 @@ def fresh_in(stream: list[int], max_staleness_s: float) -> int:
 
 def test_a_stale_backlog_is_passed_with_few_reads_and_every_offset_accounted_for():
     stream = even_stream(13.0)  # 13 s behind, 2 s bound: 11 s of stale records
-    entries, read = run_fetch(stream, max_staleness_s=2.0)
+    entries, consumer = run_fetch(stream, max_staleness_s=2.0)
     assert accounted(entries) == list(range(len(stream)))  # once each, in order
-    assert read < 0.4 * len(stream)  # without the jump every record is read
+    assert consumer.read < 0.4 * len(stream)  # without the jump every record is read
     fresh = [item for _, _, item in entries if not isinstance(item, Shed)]
     assert len(fresh) == fresh_in(stream, 2.0) > 9_000  # every fresh record, none passed
 
@@ -110,8 +111,8 @@ def test_no_fresh_record_is_passed_unread_on_an_even_stream():
 
 def test_without_a_staleness_bound_every_record_is_read_and_queued():
     stream = even_stream(8.0)
-    entries, read = run_fetch(stream, max_staleness_s=None)
-    assert read == len(stream) and not any(isinstance(item, Shed) for _, _, item in entries)
+    entries, consumer = run_fetch(stream, max_staleness_s=None)
+    assert consumer.read == len(stream) and not any(isinstance(item, Shed) for _, _, item in entries)
 
 
 @pytest.mark.parametrize("age_s, expected", [(1.0, None), (2.5, None)])
@@ -123,3 +124,24 @@ def test_a_jump_stops_short_of_the_estimated_first_fresh_record():
     # 10 s old at offset 0, end at 10,000: fresh records begin near offset 8,000
     target = jump_target(0, int((NOW - 10.0) * 1000), 10_000, NOW, 2.0)
     assert MIN_JUMP < target < 8_000 and target == pytest.approx(0.8 * 8_000, abs=2)
+
+
+def test_a_jump_that_lands_on_a_fresh_record_goes_back_and_reads_every_fresh_record():
+    """A quiet hour (a record a second), then a burst of 10,000 records in the last 2 s: the
+    even-rate estimate puts the first fresh record near the end and the jump lands deep in
+    the burst. Taken, it would pass 7,000 fresh records unread and count them as stale."""
+    quiet = [int((NOW - 3600 + i) * 1000) for i in range(3500)]
+    burst = [int((NOW - 1.9 + 1.9 * i / 10_000) * 1000) for i in range(10_000)]
+    stream = quiet + burst
+    entries, consumer = run_fetch(stream, max_staleness_s=2.0)
+    assert accounted(entries) == list(range(len(stream)))
+    fresh = [item for _, _, item in entries if not isinstance(item, Shed)]
+    assert len(fresh) == fresh_in(stream, 2.0) == len(burst)
+    assert consumer.seeks[1] < consumer.seeks[0]  # it jumped, landed on a fresh record and went back
+    assert consumer.read <= len(stream) + 500  # one fetch wasted on the landing, then every record once
+
+
+def test_a_jump_that_lands_on_a_stale_record_is_taken():
+    stream = even_stream(13.0)
+    _, consumer = run_fetch(stream, max_staleness_s=2.0)
+    assert consumer.seeks and all(a < b for a, b in zip(consumer.seeks, consumer.seeks[1:]))  # never back
