@@ -67,7 +67,7 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
         for tp, records in fetched.items():
             shed, last = 0, -1  # a run of stale records: one queue entry for all of them
             passed, landing = jumps.pop(tp, (None, None))
-            if landing is not None and records[0].offset >= landing:  # (else the position was reset)
+            if landing is not None and records and records[0].offset >= landing:  # (else the position was reset)
                 if not admission.is_stale(_ingest_ms(records[0]), now):
                     consumer.seek(tp, passed)  # fresh records may lie behind: read them all
                     no_jump.add(tp)
