@@ -66,7 +66,9 @@ def models(unisar_set: list[str], unisar_fit: list[str]) -> dict[str, list[str]]
                                     "--set", "use_user_features=false"],
         "unisar without user features": [*tuned, "--set", "use_user_features=false"],  # item features, no profiles
         "unisar with exposures": [*tuned, "--exposures"],  # rec exposures as labelled negatives (not by default)
-        "unisar in bf16": [*tuned, "--precision", "bf16"],  # bf16 autocast, against fit's default fp32
+        # fit's default precision is auto (bf16 where the CPU has it): these force one
+        "unisar in bf16": [*tuned, "--precision", "bf16"],
+        "unisar in fp32": [*tuned, "--precision", "fp32"],
     }
 
 

@@ -180,8 +180,8 @@ class TrainerSettings(SettingsGroup):
     exposures: bool = Field(False, description="train on rec exposures without a click as labelled negatives "
                             "(README, 'Rec exposures')", json_schema_extra=cli(metavar="{true,false}"))
     train_precision: Literal["auto", "bf16", "fp32"] = Field(
-        "fp32", description="precision of the training forward pass (auto: bf16 autocast where the CPU has bf16 "
-        "instructions or on a CUDA device with bf16; weights and losses stay fp32)",
+        "auto", description="precision of the training forward pass (auto: bf16 autocast where the CPU has bf16 "
+        "instructions or on a CUDA device with bf16, else fp32; weights and losses stay fp32)",
         json_schema_extra=cli(metavar="{auto,bf16,fp32}"))
     batch_size: int = Field(1024, ge=1, description="samples per test-then-train step",
                             json_schema_extra=cli(metavar="N"))

@@ -61,9 +61,9 @@ def register(subparsers) -> None:
                    help="learning rate of the id embedding tables (lazy Adam; default: --lr)")
     p.add_argument("--negatives", type=int, default=16, metavar="N",
                    help="sampled negative items per training sample (default: 16)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="fp32",
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="forward pass precision (auto: bf16 autocast where the CPU has bf16 instructions or on a "
-                   "CUDA device with bf16; weights and losses stay fp32; default: fp32)")
+                   "CUDA device with bf16, else fp32; weights and losses stay fp32; default: auto)")
     p.add_argument("--exposures", action=argparse.BooleanOptionalAction, default=False,
                    help="train on rec exposures without a click as labelled negatives (default: off; "
                    "README, 'Rec exposures')")
