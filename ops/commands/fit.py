@@ -206,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
     held = describe(args.heldout_last, args.heldout_per_user)
     print(f"unisar fit: {len(rec)} rec and {len(search)} search training samples "
           f"({len(test)} held out: {held}; {validation.describe() if validation else 'no validation'}); "
-          f"{total} steps of {args.batch_size} rec + {search_batch} search")
+          f"{total} steps of {args.batch_size} rec + {search_batch} search; forward pass in "
+          f"{'bf16' if learner.bf16 else 'fp32'} (--precision {args.precision})")
     rng = np.random.default_rng(args.seed)
     terms: dict[str, float] = {}
     losses: list[dict[str, float]] = []  # every step's terms: kept in the checkpoint, plotted beside it

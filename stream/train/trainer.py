@@ -96,6 +96,8 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.contenders.append(self._contender(spec, self._challenger_dir(spec.name).load_latest()))
         if state is not None:
             log.info("resumed from checkpoint at step %d, offsets %s", self.learner.step, self.offsets)
+        log.info("training forward pass in %s (--train-precision %s)", "bf16" if self.learner.bf16 else "fp32",
+                 settings.train_precision)
         limits = {c.learner.limits for c in self.contenders}
         if len(limits) > 1:
             raise ValueError(f"--models: the models read histories of different lengths ({limits}); "
