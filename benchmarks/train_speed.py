@@ -24,8 +24,8 @@ Each precision the device runs natively is measured side by side in one run (fp3
 bf16 autocast where the CPU has bf16 instructions or on a GPU), taking turns step by step
 so that a drifting machine moves them alike; rates are medians over steps, printed with
 their spread. Each has its own ceiling and a torch.profiler table of one step's top
-operators. The hardware line (CPU model, bf16
-instructions, device) is printed and carried by every JSON object.
+operators. The hardware line (CPU model, bf16 instructions, device) is printed and carried
+by every JSON object.
 
     python benchmarks/train_speed.py [--model unisar --steps 8 --device cpu|cuda --precision both --zipf 0]
 Last line: a JSON list of {"metric", "value", "unit", "target"} objects.
