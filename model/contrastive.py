@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from model import native
 from model.layers import gather
 from model.precision import full
 
@@ -43,6 +44,80 @@ def _chunk(t: torch.Tensor) -> int:
     return 1024 if t.device.type == "cpu" else 16384  # CPU: rows of a chunk stay in L2/L3
 
 
+def _equal_keys(keys: torch.Tensor, sorted_neg: torch.Tensor, neg_order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i, n) for every keys[i] equal to a negative's key (sorted_neg, its order neg_order)."""
+    lo = torch.searchsorted(sorted_neg, keys)
+    count = torch.searchsorted(sorted_neg, keys, right=True) - lo
+    which = torch.repeat_interleave(torch.arange(len(keys), device=keys.device), count)
+    first = torch.cumsum(count, 0) - count  # each key's first hit, in the flat list of hits
+    offset = torch.arange(len(which), device=keys.device) - first[which]
+    return which, neg_order[lo[which] + offset]
+
+
+def _left_out(anchor, pos_key, neg_key, anchor_key, n_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (anchor, negative) entries left out, as rows of a CSR matrix: (ptr (U + 1,), col):
+    a negative equal to one of the anchor's positives, or to the anchor itself. One binary
+    search per key, not a (pairs x N) comparison."""
+    sorted_neg, neg_order = torch.sort(neg_key)
+    pair, col = _equal_keys(pos_key, sorted_neg, neg_order)
+    row = anchor[pair]
+    if anchor_key is not None:
+        own, own_col = _equal_keys(anchor_key, sorted_neg, neg_order)
+        row, col = torch.cat([row, own]), torch.cat([col, own_col])
+    by_row = torch.argsort(row * len(neg_key) + col)
+    ptr = torch.zeros(n_anchors + 1, dtype=torch.long, device=anchor.device)
+    ptr[1:] = torch.cumsum(torch.bincount(row, minlength=n_anchors), 0)
+    return ptr, col[by_row]
+
+
+def _chunk_torch(z, left_ptr, left_col, pair_ptr, pos, inv_tau, inv_pairs, lse, grad_pos, loss, dot, coef):
+    """One chunk of anchors in PyTorch operators, the reference the native kernel
+    (model/native/infonce.cpp) agrees with. z (c, N): 2 a . b in the products' dtype; the
+    chunk's left-out entries (left_ptr (c + 1,) and left_col) and pairs (pair_ptr (c + 1,),
+    their positive logits pos, in anchor order) as CSR rows. Writes lse, loss (per anchor:
+    its pairs' summed loss), dot (sum of dL/ds * sig), coef (dL/dlse) per anchor and
+    grad_pos per pair; returns (sig - sig^2) dL/ds in z's dtype (4 / tau is the caller's)."""
+    c = len(z)
+    rows = torch.arange(c, device=z.device)
+    out = (torch.repeat_interleave(rows, torch.diff(left_ptr)), left_col)  # (anchor, negative) left out
+    u = torch.repeat_interleave(rows, torch.diff(pair_ptr))  # each pair's anchor
+    sig = torch.sigmoid_(full(z))  # (c, N); tanh = 2 sig - 1
+    # a left-out entry reads as tanh -1 so it cannot set the row's maximum: were it far
+    # above the rest (an anchor's similarity to itself, at a low temperature), every
+    # kept exp would underflow to 0 and the log-sum-exp with them
+    sig[out] = 0.0
+    top = sig.amax(1, keepdim=True)
+    e = torch.add(top * (-2 * inv_tau), sig, alpha=2 * inv_tau).exp_()  # exp((tanh - max tanh) / tau)
+    e[out] = 0.0
+    total = e.sum(1).clamp_min_(torch.finfo(e.dtype).tiny)
+    lse.copy_((2 * top.squeeze(1) - 1) * inv_tau + total.log())
+    gap = lse[u] - pos  # the pairs' loss is softplus(gap); dL/dpos = sigmoid(pos - lse) - 1
+    loss.zero_().index_add_(0, u, torch.nn.functional.softplus(gap))
+    grad_pos.copy_(-torch.sigmoid(gap) * inv_pairs)
+    coef.zero_().index_add_(0, u, torch.sigmoid(gap) * inv_pairs)  # d/dlse, per anchor
+    g_s = e.mul_((coef / total).unsqueeze(1))  # dL/d(tanh / tau): softmax times coef
+    dot.copy_((g_s * sig).sum(1))
+    return sig.addcmul_(sig, sig, value=-1).mul_(g_s).to(z.dtype)  # (sig - sig^2) dL/ds
+
+
+def _chunk_native(z, left_ptr, left_col, pair_ptr, pos, inv_tau, inv_pairs, lse, grad_pos, loss, dot, coef):
+    """_chunk_torch through the C++ kernel: one pass per row instead of a dozen over the
+    whole chunk (about 2.5x faster for L_Rel at the paper's shapes on a 2-core EPYC)."""
+    fn = native.kernel("infonce", "infonce_chunk_bf16" if z.dtype == torch.bfloat16 else "infonce_chunk_fp32")
+    gz = torch.empty_like(z)
+    p = lambda t: t.data_ptr()  # noqa: E731
+    fn(p(z), len(z), z.shape[1], p(left_ptr), p(left_col), p(pair_ptr), p(pos), float(inv_tau), inv_pairs,
+       p(gz), p(lse), p(grad_pos), p(loss), p(dot), p(coef))
+    return gz
+
+
+def native_usable(a: torch.Tensor, pos: torch.Tensor, products: torch.dtype) -> bool:
+    """Whether the chunks run through the native kernel: CPU, fp32 with fp32 or bf16
+    products, and the kernel built here (model.native)."""
+    return (a.device.type == "cpu" and a.dtype == pos.dtype == torch.float32 and products in (torch.float32, torch.bfloat16)
+            and native.kernel("infonce", "infonce_chunk_fp32") is not None)
+
+
 class _SharedNegativeInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, tau, pos, anchor, pos_key, neg_key, anchor_key, products):
@@ -51,53 +126,33 @@ class _SharedNegativeInfoNCE(torch.autograd.Function):
         # negative equal to one of its anchor's positives is no negative and is left out;
         # anchor_key (U,) or None: what each anchor itself is, a negative equal to it is left
         # out too; products: the dtype of the three matrix products (the rest in a's dtype)
-        P, inv_tau = len(pos), 1.0 / tau
-        order = torch.argsort(anchor)
-        starts = torch.zeros(len(a) + 1, dtype=torch.long, device=a.device)
-        starts[1:] = torch.cumsum(torch.bincount(anchor, minlength=len(a)), 0)
+        U, P, inv_tau = len(a), len(pos), 1.0 / tau
+        order = torch.argsort(anchor)  # pairs in anchor order: each chunk's pairs are a slice
+        pair_ptr = torch.zeros(U + 1, dtype=torch.long, device=a.device)
+        pair_ptr[1:] = torch.cumsum(torch.bincount(anchor, minlength=U), 0)
+        left_ptr, left_col = _left_out(anchor, pos_key, neg_key, anchor_key, U)
+        pos_sorted = pos[order].contiguous()
         b_p, a_p = b.to(products), a.to(products)
         b2 = 2 * b_p  # tanh(z) = 2 sigmoid(2z) - 1: fold the 2 into the matmul (exact in any dtype)
-        lse = a.new_empty(len(a))
-        grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
-        grad_pos, loss = torch.empty_like(pos), a.new_zeros(())
-        dot_gs_sig, coef_sum = a.new_zeros(()), a.new_zeros(())  # for the temperature's gradient
+        lse, loss, dot, coef = (a.new_empty(U) for _ in range(4))
+        grad_a, grad_b, grad_pos_sorted = torch.empty_like(a), torch.zeros_like(b), torch.empty_like(pos)
+        run = _chunk_native if native_usable(a, pos, products) else _chunk_torch
         step = _chunk(a)
-        for s in range(0, len(a), step):
-            c = min(step, len(a) - s)  # this chunk's anchors: rows s .. s + c
-            pairs = order[starts[s] : starts[s + c]]  # this chunk's pairs
-            u = anchor[pairs] - s
-            same = (pos_key[pairs].unsqueeze(1) == neg_key.unsqueeze(0)).nonzero()  # (hits, 2): pair, negative
-            out = (u[same[:, 0]], same[:, 1])  # (anchor, negative) entries left out
-            if anchor_key is not None:
-                own = (anchor_key[s : s + c].unsqueeze(1) == neg_key.unsqueeze(0)).nonzero()
-                out = (torch.cat([out[0], own[:, 0]]), torch.cat([out[1], own[:, 1]]))
-            sig = torch.sigmoid_(full(a_p[s : s + c] @ b2.T))  # (c, N); tanh = 2 sig - 1
-            # a left-out entry reads as tanh -1 so it cannot set the row's maximum: were it far
-            # above the rest (an anchor's similarity to itself, at a low temperature), every
-            # kept exp would underflow to 0 and the log-sum-exp with them
-            sig[out] = 0.0
-            top = sig.amax(1, keepdim=True)
-            e = torch.add(top * (-2 * inv_tau), sig, alpha=2 * inv_tau).exp_()  # exp((tanh - max tanh) / tau)
-            e[out] = 0.0
-            # the pairs' loss, and dL/d(negatives' lse) summed per anchor
-            total = e.sum(1).clamp_min_(torch.finfo(e.dtype).tiny)
-            lse[s : s + c] = (2 * top.squeeze(1) - 1) * inv_tau + total.log()
-            gap = lse[s + u] - pos[pairs]
-            loss = loss + (torch.logaddexp(pos[pairs], lse[s + u]) - pos[pairs]).sum()
-            grad_pos[pairs] = -torch.sigmoid(gap) / P  # d/dpos = sigmoid(pos - lse) - 1
-            coef = a.new_zeros(c).index_add_(0, u, torch.sigmoid(gap) / P)  # d/dlse, per anchor
-            coef_sum = coef_sum + coef.sum()
-            g_s = e.mul_((coef / total).unsqueeze(1))  # dL/d(tanh / tau): softmax times coef
-            dot_gs_sig = dot_gs_sig + torch.dot(g_s.view(-1), sig.view(-1))
-            g_z = sig.addcmul_(sig, sig, value=-1).mul_(g_s).to(products)  # (sig - sig^2) dL/ds; times 4 / tau below
-            grad_a[s : s + c] = g_z @ b_p
-            grad_b += g_z.T @ a_p[s : s + c]
+        for s in range(0, U, step):
+            e = min(s + step, U)  # this chunk's anchors: rows s .. e
+            pairs = slice(int(pair_ptr[s]), int(pair_ptr[e]))
+            g_z = run(a_p[s:e] @ b2.T, left_ptr[s : e + 1] - left_ptr[s], left_col[left_ptr[s] : left_ptr[e]],
+                      pair_ptr[s : e + 1] - pair_ptr[s], pos_sorted[pairs], inv_tau, 1.0 / P,
+                      lse[s:e], grad_pos_sorted[pairs], loss[s:e], dot[s:e], coef[s:e])
+            grad_a[s:e] = g_z @ b_p
+            grad_b += g_z.T @ a_p[s:e]
+        grad_pos = torch.empty_like(pos).index_copy_(0, order, grad_pos_sorted)
         scale = 4 * inv_tau
         # through the negatives: dL/dtau = sum dL/ds * (-tanh / tau^2), tanh = 2 sig - 1, and
         # dL/ds sums to coef over each row
-        grad_tau = -(2 * dot_gs_sig - coef_sum) * inv_tau**2
+        grad_tau = -(2 * dot.sum() - coef.sum()) * inv_tau**2
         ctx.save_for_backward(grad_a * scale, grad_b * scale, grad_tau, grad_pos)
-        return loss / P
+        return loss.sum() / P
 
     @staticmethod
     def backward(ctx, grad):

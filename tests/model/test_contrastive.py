@@ -2,7 +2,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model import contrastive, native
 from model.contrastive import QueryItemRelevance, info_nce_shared
+
+
+@pytest.fixture(params=["torch", "native"])
+def chunk_path(request, monkeypatch):
+    """Each fp32 test runs twice: through PyTorch's operators and through the C++ kernel
+    (model/native), where this machine can build it. float64 always takes the PyTorch path."""
+    if request.param == "torch":
+        monkeypatch.setattr(contrastive, "native_usable", lambda *args: False)
+    elif native.kernel("infonce", "infonce_chunk_fp32") is None:
+        pytest.skip("no native kernel here (no C++ compiler, or UNISAR_NATIVE=0)")
+    return request.param
 
 
 def naive(a, b, tau, pos, anchor, pos_key=None, neg_key=None):
@@ -88,7 +100,7 @@ def test_relevance_loss_equals_the_per_pair_reference_formulation():
         torch.testing.assert_close(g, e)
 
 
-def test_a_temperature_that_falls_below_the_floor_is_read_at_the_floor():
+def test_a_temperature_that_falls_below_the_floor_is_read_at_the_floor(chunk_path):
     """The learnable temperatures can fall through zero (L_Rel's did on MovieLens: inf, training
     dead); both losses read them at MIN_TEMPERATURE or above, finite whatever the parameter."""
     from model.contrastive import MIN_TEMPERATURE, TransitionAlignment
@@ -113,7 +125,7 @@ def test_a_temperature_that_falls_below_the_floor_is_read_at_the_floor():
     assert not torch.isclose(rel(*args), losses[MIN_TEMPERATURE][0])
 
 
-def test_under_bf16_autocast_only_the_products_are_bf16():
+def test_under_bf16_autocast_only_the_products_are_bf16(chunk_path):
     """The loss and its gradients come back in fp32 and stay close to the fp32 ones: the
     products are rounded, the log-sum-exp is not."""
     torch.manual_seed(0)
@@ -166,7 +178,7 @@ def test_alignment_loss_equals_nt_xent_over_the_batch():
 
 
 @pytest.mark.parametrize("left_out_as", ["a positive", "the anchor itself"])
-def test_a_left_out_negative_far_above_the_rest_does_not_underflow_the_loss(left_out_as):
+def test_a_left_out_negative_far_above_the_rest_does_not_underflow_the_loss(left_out_as, chunk_path):
     """At the temperature floor a left-out negative (an anchor's similarity to itself, or a
     negative equal to its positive) can sit 200 above every kept logit: exp(-200) is 0 in
     fp32. The loss must still be the exact one."""
@@ -187,3 +199,44 @@ def test_a_left_out_negative_far_above_the_rest_does_not_underflow_the_loss(left
     # either way the left-out negatives are the diagonal: the per-pair reference in float64
     expected = naive(a.double(), b.double(), tau.double(), pos.double(), anchor, keys, keys)
     torch.testing.assert_close(got.double(), expected)
+
+
+@pytest.mark.parametrize("products", [torch.float32, torch.bfloat16])
+def test_the_native_kernel_gives_the_pytorch_paths_loss_and_gradients(products, monkeypatch):
+    """The C++ chunk against the PyTorch chunk on the same fp32 inputs: several chunks,
+    anchors with several pairs, negatives left out as positives and as the anchor itself;
+    and both against the per-pair reference in float64."""
+    if native.kernel("infonce", "infonce_chunk_fp32") is None:
+        pytest.skip("no native kernel here (no C++ compiler, or UNISAR_NATIVE=0)")
+    torch.manual_seed(5)
+    U, N, P = 2500, 300, 4000  # three chunks of 1,024 anchors
+    a, b = torch.randn(U, 16) * 0.5, torch.randn(N, 16) * 0.5
+    tau = torch.tensor(0.2)
+    anchor = torch.cat([torch.arange(U), torch.randint(0, U, (P - U,))])
+    pos_raw = torch.randn(P)
+    pos_key, neg_key = torch.randint(0, 600, (P,)), torch.randint(0, 600, (N,))  # some repeat: left out
+    anchor_key = torch.randint(0, 3000, (U,))
+
+    def run(native_path: bool):
+        monkeypatch.setattr(contrastive, "native_usable", lambda *args: native_path)
+        x = [t.clone().requires_grad_() for t in (a, b, tau, pos_raw)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=products == torch.bfloat16):
+            loss = info_nce_shared(x[0], x[1], x[2], torch.tanh(x[3]) / x[2], anchor, pos_key, neg_key, anchor_key)
+        return loss, torch.autograd.grad(loss, x)
+
+    (got, got_grads), (ref, ref_grads) = run(True), run(False)
+    tol = {} if products == torch.float32 else dict(rtol=1e-3, atol=1e-4)  # bf16: rounding order of g_z
+    torch.testing.assert_close(got, ref, **tol)
+    for g, e in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, e, **(tol or dict(rtol=1e-4, atol=1e-6)))
+    if products == torch.float32:  # the float64 reference, per pair, with both kinds of left-out
+        x = [t.double().requires_grad_() for t in (a, b, tau, pos_raw)]
+        keys = torch.cat([pos_key, anchor_key[anchor]])  # a pair's own anchor key leaves that negative out too
+        pairs = torch.cat([anchor, anchor])
+        owned = torch.zeros(U, N).index_add_(0, pairs, (keys.unsqueeze(1) == neg_key.unsqueeze(0)).float()) > 0
+        logits = torch.cat([(torch.tanh(x[3]) / x[2]).unsqueeze(1), torch.tanh(x[0][anchor] @ x[1].T) / x[2]], 1)
+        logits = logits.masked_fill(torch.cat([torch.zeros(P, 1, dtype=torch.bool), owned[anchor]], 1), float("-inf"))
+        expected = F.cross_entropy(logits, torch.zeros(P, dtype=torch.long))
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+        for g, e in zip(got_grads, torch.autograd.grad(expected, x)):
+            torch.testing.assert_close(g.double(), e, rtol=1e-3, atol=1e-6)
