@@ -26,11 +26,18 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-_P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+# compiled with -ffast-math (vectorised exp through glibc's libmvec) but linked without it:
+# GCC before 13 links crtfastmath.o into a -ffast-math shared library, which turns on
+# flush-to-zero for the whole process the moment it is loaded
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c++17", "-c"]
+LINK = ["-shared", "-fopenmp"]
+_P, _I64, _U64, _U32, _U16, _F32 = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32,
+                                     ctypes.c_uint16, ctypes.c_float)
 SIGNATURES = {  # symbol -> argument types (all return void)
     "infonce_chunk_bf16": [_P, _I64, _I64, _P, _P, _P, _P, _F32, _F32, _P, _P, _P, _P, _P, _P],
     "infonce_chunk_fp32": [_P, _I64, _I64, _P, _P, _P, _P, _F32, _F32, _P, _P, _P, _P, _P, _P],
+    "dropout_keep_16": [_P, _I64, _U64, _U32, _U16],
+    "dropout_keep_fp32": [_P, _I64, _U64, _U32, _F32],
 }
 
 
@@ -57,17 +64,18 @@ def _build(source: Path) -> Path:
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise OSError("no C++ compiler (g++ or c++) on PATH")
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, *FLAGS, _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, *COMPILE, *LINK, _cpu_flags()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"{source.stem}-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        done = subprocess.run([compiler, *FLAGS, str(source), "-o", str(out)], capture_output=True, text=True,
-                              timeout=300)
-        if done.returncode != 0:
-            raise OSError(f"{compiler} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        obj, out = Path(tmp) / "kernel.o", Path(tmp) / target.name
+        for command in ([compiler, *COMPILE, str(source), "-o", str(obj)], [compiler, *LINK, str(obj), "-o", str(out)]):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                lines = done.stderr.strip().splitlines()
+                raise OSError(f"{compiler} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
         os.replace(out, target)
     return target
 

@@ -42,3 +42,14 @@ def test_a_failing_build_falls_back_with_one_warning(fresh, monkeypatch, caplog,
         assert native.kernel("infonce", "infonce_chunk_bf16") is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "model.native"]
     assert len(warnings) == 1 and "using the PyTorch path" in warnings[0]
+
+
+def test_loading_the_kernels_leaves_subnormal_numbers_alone(fresh):
+    """A -ffast-math library can turn on flush-to-zero for the whole process when loaded
+    (GCC before 13 links crtfastmath.o into it): every other float in the process would
+    change. The kernels are compiled with it and linked without it."""
+    import numpy as np
+
+    native.kernel("infonce", "infonce_chunk_fp32")
+    native.kernel("dropout", "dropout_keep_fp32")
+    assert np.float32(1e-40) * np.float32(1.0) > 0
