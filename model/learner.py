@@ -13,7 +13,7 @@ the local catalogue (item features and user profiles, joined by id at batch time
 optimisers:
   - dense parameters: Adam, L2 on non-bias weights (coupled, as the reference);
   - embedding tables: SparseAdam on the rows a step touched, with the same L2 added to
-    those rows' gradients. A 670k-row table therefore costs per step what the batch
+    those rows' gradients (model.optim.TableAdam). A 670k-row table therefore costs per step what the batch
     touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam). Their
     learning rate, `table_lr`, defaults to `lr`: a rare item's row moves only on the few
     steps that touch it, so a larger one lets it leave its init within a few epochs.
@@ -36,6 +36,7 @@ from model.tensors import encode
 from model.data_parallel import FindOnly, StepSync, batch_ids, pack_step, union_lookup, unpack_step
 from model.catalogue import Catalogue
 from model.idtable import KINDS, IdTable
+from model.optim import TableAdam
 from model.precision import autocast, use_bf16
 from model.querypool import QueryPool
 from model.registry import build, make_config
@@ -95,7 +96,7 @@ class Learner:
         tables = [e.weight for embs in self.model.tables().values() for e in embs]
         table_ids = {id(p) for p in tables}
         dense = [(n, p) for n, p in self.model.named_parameters() if id(p) not in table_ids]
-        self.optimizers: dict[str, torch.optim.Optimizer] = {"tables": torch.optim.SparseAdam(tables, lr=self.table_lr)}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {"tables": TableAdam(tables, lr=self.table_lr, weight_decay=l2)}
         if dense:
             groups = [
                 {"params": [p for n, p in dense if "bias" not in n], "weight_decay": l2},
@@ -220,8 +221,7 @@ class Learner:
             opt.zero_grad(set_to_none=True)
 
     def _apply_step(self) -> None:
-        """The optimiser step on the gradients in place: L2 on the touched rows, both optimisers."""
-        self._l2_on_touched_rows()
+        """The optimiser step on the gradients in place: both optimisers."""
         for opt in self.optimizers.values():
             opt.step()
         self.step += 1
@@ -332,20 +332,6 @@ class Learner:
                 for moment in ("exp_avg", "exp_avg_sq"):
                     if moment in state.get(emb.weight, {}):
                         state[emb.weight][moment][rows_t] = 0.0
-
-    @torch.no_grad()
-    def _l2_on_touched_rows(self) -> None:
-        if not self.l2:
-            return
-        for group in self.optimizers["tables"].param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.coalesce()
-                values = g.values() + self.l2 * p[g.indices()[0]]
-                p.grad = torch.sparse_coo_tensor(
-                    g.indices(), values, g.shape, is_coalesced=True, check_invariants=False
-                )
 
     # ------------------------------------------------------------- checkpoints
 

@@ -38,6 +38,7 @@ SIGNATURES = {  # symbol -> argument types (all return void)
     "infonce_chunk_fp32": [_P, _I64, _I64, _P, _P, _P, _P, _F32, _F32, _P, _P, _P, _P, _P, _P],
     "dropout_keep_16": [_P, _I64, _U64, _U32, _U16],
     "dropout_keep_fp32": [_P, _I64, _U64, _U32, _F32],
+    "sparse_adam_rows": [_P, _P, _P, _I64, _P, _I64, _P, _F32, _F32, _F32, _F32, _F32],
 }
 
 
