@@ -78,6 +78,7 @@ def _build(source: Path) -> Path:
                 lines = done.stderr.strip().splitlines()
                 raise OSError(f"{compiler} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
         os.replace(out, target)
+    log.info("built %s (%s)", target.name, " ".join(COMPILE))
     return target
 
 
