@@ -199,7 +199,8 @@ def measure(args, precisions: list[str], steps: list, eval_sets: list, sync) -> 
         products = {"train": record_products(lambda: learner.learn_many(steps[0])),
                     "eval": record_products(lambda: learner.score(eval_sets[0]))}
         alone = {k: replay_seconds(v, sync) for k, v in products.items()}
-        shaped = {"train": REC_BATCH / alone["train"], "eval": EVAL_BATCH / alone["eval"]}
+        # a model with no products (popularity) has no such ceiling
+        shaped = {k: n / alone[k] if products[k] else float("inf") for k, n in (("train", REC_BATCH), ("eval", EVAL_BATCH))}
         print(f"[{p}] products alone, replayed at their shapes ({len(products['train'])} in a step, "
               f"{len(products['eval'])} in an evaluation batch): {alone['train'] * 1e3:.0f} ms per step "
               f"({alone['train'] / median:.0%} of it) -> at most {shaped['train']:,.0f} rec samples/s; "
@@ -213,6 +214,11 @@ def measure(args, precisions: list[str], steps: list, eval_sets: list, sync) -> 
         out[p] = {"train": train_rate, "eval": eval_rate, "ceiling": ceiling, "flops": flops, "peak": peak,
                   "shaped": shaped}
     return out
+
+
+def finite(rate: float) -> float | None:
+    """A rate for the JSON line: None where there is no bound (inf)."""
+    return round(rate, 1) if rate != float("inf") else None
 
 
 def main() -> None:
@@ -284,14 +290,14 @@ def main() -> None:
             {"metric": f"train_samples_per_s_{where}", "value": round(r["train"], 1), "unit": "samples/s",
              "target": train_target if precision == best else None, **common},
             {"metric": f"train_ceiling_samples_per_s_{where}",
-             "value": round(r["ceiling"], 1) if r["ceiling"] != float("inf") else None, "unit": "samples/s",
+             "value": finite(r["ceiling"]), "unit": "samples/s",
              "target": None, "gflop_per_step": round(r["flops"] / 1e9, 2), "matmul_gflops": round(r["peak"] / 1e9, 1),
              **common},
-            {"metric": f"train_products_ceiling_samples_per_s_{where}", "value": round(r["shaped"]["train"], 1),
+            {"metric": f"train_products_ceiling_samples_per_s_{where}", "value": finite(r["shaped"]["train"]),
              "unit": "samples/s", "target": None, **common},
             {"metric": f"eval_samples_per_s_{where}", "value": round(r["eval"], 1), "unit": "samples/s",
              "target": eval_target if precision == best else None, **common},
-            {"metric": f"eval_products_ceiling_samples_per_s_{where}", "value": round(r["shaped"]["eval"], 1),
+            {"metric": f"eval_products_ceiling_samples_per_s_{where}", "value": finite(r["shaped"]["eval"]),
              "unit": "samples/s", "target": None, **common},
         ]
     print(json.dumps(rows))

@@ -13,10 +13,11 @@ the local catalogue (item features and user profiles, joined by id at batch time
 optimisers:
   - dense parameters: Adam, L2 on non-bias weights (coupled, as the reference);
   - embedding tables: SparseAdam on the rows a step touched, with the same L2 added to
-    those rows' gradients (model.optim.TableAdam). A 670k-row table therefore costs per step what the batch
-    touches, not 670k rows of Adam; untouched rows keep their moments (lazy Adam). Their
-    learning rate, `table_lr`, defaults to `lr`: a rare item's row moves only on the few
-    steps that touch it, so a larger one lets it leave its init within a few epochs.
+    those rows' gradients (model.optim.TableAdam). A 670k-row table therefore costs per
+    step what the batch touches, not 670k rows of Adam; untouched rows keep their moments
+    (lazy Adam). Their learning rate, `table_lr`, defaults to `lr`: a rare item's row moves
+    only on the few steps that touch it, so a larger one lets it leave its init within a
+    few epochs.
 Randomness comes from `seed` alone: negatives and dropout of step t are drawn from
 generators seeded by (seed, t), so a resumed checkpoint continues exactly.
 
