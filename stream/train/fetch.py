@@ -111,8 +111,11 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
 
 async def next_batch(queue: asyncio.Queue, stop: asyncio.Event, admission: Admission, batch_size: int,
                      max_wait_s: float) -> list:
-    """Entries until `batch_size` samples, or `max_wait_s` after the first entry; none after
-    0.2 s of an empty queue (the caller may do idle work)."""
+    """Entries until `batch_size` samples, or `max_wait_s` after the first sample; none after
+    0.2 s of an empty queue (the caller may do idle work). The wait starts at a sample, not at
+    a shed entry: after a step the queue starts with what went stale during it, and a wait
+    counted from there ran out while the fetcher was still catching up, so a shedding trainer
+    stepped on half-full batches."""
     batch: list = []
     deadline, samples = None, 0  # entries of shed runs take no place in the batch
     while samples < batch_size and not stop.is_set():
@@ -131,7 +134,8 @@ async def next_batch(queue: asyncio.Queue, stop: asyncio.Event, admission: Admis
         if isinstance(item, sample_codec.Sample) and admission.is_stale(item.ingest_ms, time.time()):
             entry = (partition, offset, Shed(1))
         batch.append(entry)
-        samples += not isinstance(entry[2], Shed)
-        if deadline is None:
-            deadline = time.monotonic() + max_wait_s
+        if not isinstance(entry[2], Shed):
+            samples += 1
+            if deadline is None:
+                deadline = time.monotonic() + max_wait_s
     return batch

@@ -38,3 +38,27 @@ def test_without_a_staleness_bound_nothing_is_shed():
     entries = [(0, i, sample(i, 10.0)) for i in range(4)]
     batch = next_batch(entries, batch_size=3, max_staleness_s=None)
     assert [item.event_id for _, _, item in batch] == ["e0", "e1", "e2"]
+
+
+def test_the_wait_for_a_full_batch_starts_at_the_first_sample_not_at_a_shed_entry():
+    """After a step the queue holds what went stale during it; fresh samples come once the
+    fetcher catches up. The batch still fills: the wait runs from the first fresh sample."""
+    async def run() -> list:
+        queue: asyncio.Queue = asyncio.Queue()
+        for i in range(3):
+            queue.put_nowait((0, i, sample(i, 10.0)))  # stale: shed as the batch forms
+
+        async def catch_up():  # fresh samples, later than max_wait_s after the stale ones
+            await asyncio.sleep(0.15)
+            for i in range(3, 6):
+                await queue.put((0, i, sample(i, 0.0)))
+                await asyncio.sleep(0.01)
+
+        feeder = asyncio.create_task(catch_up())
+        batch = await form_batch(queue, asyncio.Event(), Admission(100, 2.0), 3, 0.1)
+        await feeder
+        return batch
+
+    batch = asyncio.run(run())
+    assert [offset for _, offset, _ in batch] == list(range(6))
+    assert [item.event_id for _, _, item in batch[3:]] == ["e3", "e4", "e5"]
