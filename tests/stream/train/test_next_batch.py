@@ -62,3 +62,31 @@ def test_the_wait_for_a_full_batch_starts_at_the_first_sample_not_at_a_shed_entr
     batch = asyncio.run(run())
     assert [offset for _, offset, _ in batch] == list(range(6))
     assert [item.event_id for _, _, item in batch[3:]] == ["e3", "e4", "e5"]
+
+
+def test_samples_that_expire_while_the_batch_forms_are_shed_and_their_places_filled():
+    """A trainer that caught up reads the oldest fresh samples first, just under the bound;
+    some cross it before the batch is full. They are shed as it fills, not dropped by
+    admission after it (which left half of each batch empty)."""
+    async def run() -> list:
+        queue: asyncio.Queue = asyncio.Queue()
+        for i in range(2):
+            queue.put_nowait((0, i, sample(i, 1.95)))  # fresh when taken, stale 50 ms later
+
+        async def fresh():
+            await asyncio.sleep(0.1)
+            for i in range(2, 5):
+                await queue.put((0, i, sample(i, 0.0)))
+                await asyncio.sleep(0.01)
+
+        feeder = asyncio.create_task(fresh())
+        batch = await form_batch(queue, asyncio.Event(), Admission(100, 2.0), 3, 1.0)
+        await feeder
+        return batch
+
+    batch = asyncio.run(run())
+    assert [offset for _, offset, _ in batch] == list(range(5))
+    assert all(isinstance(item, Shed) for _, _, item in batch[:2])
+    assert [item.event_id for _, _, item in batch[2:]] == ["e2", "e3", "e4"]
+    admission = Admission(100, 2.0)
+    assert all(admission.decide(item, time.time()) == "admit" for _, _, item in batch[2:])
