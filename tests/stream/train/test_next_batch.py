@@ -40,26 +40,34 @@ def test_without_a_staleness_bound_nothing_is_shed():
     assert [item.event_id for _, _, item in batch] == ["e0", "e1", "e2"]
 
 
-def test_the_wait_for_a_full_batch_starts_at_the_first_sample_not_at_a_shed_entry():
-    """After a step the queue holds what went stale during it; fresh samples come once the
-    fetcher catches up. The batch still fills: the wait runs from the first fresh sample."""
+def queued_then_fresh(queued_ages: list[float], n_fresh: int, after_s: float, batch_size: int,
+                      max_wait_s: float) -> list:
+    """A batch formed from samples already queued (of the given ages) and `n_fresh` fresh
+    samples that a catching-up fetcher puts in `after_s` later, 10 ms apart."""
     async def run() -> list:
         queue: asyncio.Queue = asyncio.Queue()
-        for i in range(3):
-            queue.put_nowait((0, i, sample(i, 10.0)))  # stale: shed as the batch forms
+        for i, age in enumerate(queued_ages):
+            queue.put_nowait((0, i, sample(i, age)))
 
-        async def catch_up():  # fresh samples, later than max_wait_s after the stale ones
-            await asyncio.sleep(0.15)
-            for i in range(3, 6):
+        async def catch_up():
+            await asyncio.sleep(after_s)
+            for i in range(len(queued_ages), len(queued_ages) + n_fresh):
                 await queue.put((0, i, sample(i, 0.0)))
                 await asyncio.sleep(0.01)
 
         feeder = asyncio.create_task(catch_up())
-        batch = await form_batch(queue, asyncio.Event(), Admission(100, 2.0), 3, 0.1)
+        batch = await form_batch(queue, asyncio.Event(), Admission(100, 2.0), batch_size, max_wait_s)
         await feeder
         return batch
 
-    batch = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_the_wait_for_a_full_batch_starts_at_the_first_sample_not_at_a_shed_entry():
+    """After a step the queue holds what went stale during it; fresh samples come once the
+    fetcher catches up, later than max_wait_s after the stale ones. The batch still fills:
+    the wait runs from the first fresh sample."""
+    batch = queued_then_fresh([10.0] * 3, 3, after_s=0.15, batch_size=3, max_wait_s=0.1)
     assert [offset for _, offset, _ in batch] == list(range(6))
     assert [item.event_id for _, _, item in batch[3:]] == ["e3", "e4", "e5"]
 
@@ -68,23 +76,7 @@ def test_samples_that_expire_while_the_batch_forms_are_shed_and_their_places_fil
     """A trainer that caught up reads the oldest fresh samples first, just under the bound;
     some cross it before the batch is full. They are shed as it fills, not dropped by
     admission after it (which left half of each batch empty)."""
-    async def run() -> list:
-        queue: asyncio.Queue = asyncio.Queue()
-        for i in range(2):
-            queue.put_nowait((0, i, sample(i, 1.95)))  # fresh when taken, stale 50 ms later
-
-        async def fresh():
-            await asyncio.sleep(0.1)
-            for i in range(2, 5):
-                await queue.put((0, i, sample(i, 0.0)))
-                await asyncio.sleep(0.01)
-
-        feeder = asyncio.create_task(fresh())
-        batch = await form_batch(queue, asyncio.Event(), Admission(100, 2.0), 3, 1.0)
-        await feeder
-        return batch
-
-    batch = asyncio.run(run())
+    batch = queued_then_fresh([1.95] * 2, 3, after_s=0.1, batch_size=3, max_wait_s=1.0)  # stale 50 ms on
     assert [offset for _, offset, _ in batch] == list(range(5))
     assert all(isinstance(item, Shed) for _, _, item in batch[:2])
     assert [item.event_id for _, _, item in batch[2:]] == ["e2", "e3", "e4"]
