@@ -127,30 +127,28 @@ async def next_batch(queue: asyncio.Queue, stop: asyncio.Event, admission: Admis
                 entry = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
                 break
-        partition, offset, item = entry
         # A sample that went stale while it waited in the queue (during the last step) is
         # shed here, taking no place: else a batch would fill with the oldest samples and
         # lose most of them at admission, and the trainer would step on small batches.
-        if isinstance(item, sample_codec.Sample) and admission.is_stale(item.ingest_ms, time.time()):
-            entry = (partition, offset, Shed(1))
+        entry = _shed_if_stale(entry, admission, time.time())
         batch.append(entry)
         if not isinstance(entry[2], Shed):
             samples += 1
             if deadline is None:
                 deadline = time.monotonic() + max_wait_s
         if samples == batch_size:
-            samples -= _shed_expired(batch, admission)
+            # A trainer that caught up reads the oldest fresh samples first, just under the
+            # bound: some crossed it while the batch formed, and admission dropped them after
+            # it was full (half of each batch at 5,000 events/s). Shed now, their places fill.
+            now = time.time()
+            batch[:] = [_shed_if_stale(e, admission, now) for e in batch]
+            samples = sum(not isinstance(item, Shed) for _, _, item in batch)
     return batch
 
 
-def _shed_expired(batch: list, admission: Admission) -> int:
-    """Marks the samples of `batch` that are stale now as shed; returns how many. A trainer
-    that caught up with the stream reads the oldest fresh samples first, just under the
-    bound: while the batch formed some crossed it, and admission dropped them after it was
-    full (half of each batch at 5,000 events/s). Shed here, their places fill again."""
-    now, expired = time.time(), 0
-    for i, (partition, offset, item) in enumerate(batch):
-        if isinstance(item, sample_codec.Sample) and admission.is_stale(item.ingest_ms, now):
-            batch[i] = (partition, offset, Shed(1))
-            expired += 1
-    return expired
+def _shed_if_stale(entry: tuple, admission: Admission, now_s: float) -> tuple:
+    """`entry`, or a shed entry at its offset where it holds a sample stale at `now_s`."""
+    partition, offset, item = entry
+    if isinstance(item, sample_codec.Sample) and admission.is_stale(item.ingest_ms, now_s):
+        return partition, offset, Shed(1)
+    return entry
