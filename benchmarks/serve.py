@@ -134,7 +134,7 @@ def serve_child(argv: list[str]) -> None:
     from stream.serve.app import create_app
     from stream.serve.models import ModelHolder
     from stream.serve.pool import PopularPool
-    from model.precision import use_bf16
+    from model.precision import name as precision_name, use_bf16
     from stream.serve.ranking import inference_threads
     from stream.serve.service import RankingService
     from stream.serve.view import HistoryView
@@ -146,7 +146,7 @@ def serve_child(argv: list[str]) -> None:
     service = RankingService(view, ModelHolder(folder / "ckpt"), PopularPool(), ServeMetrics(), bf16=bf16,
                              batch_wait_s=args.batch_wait_ms / 1000, check_interval_s=60)
     settings = ServeSettings(checkpoint_dir=str(folder / "ckpt"), max_candidates=1000)
-    print(f"service: precision {'bf16' if bf16 else 'fp32'}, {torch.get_num_threads()} torch threads", flush=True)
+    print(f"service: precision {precision_name(bf16)}, {torch.get_num_threads()} torch threads", flush=True)
     uvicorn.run(create_app(service, settings), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 

@@ -47,7 +47,7 @@ import torch
 
 from _products import record_products, replay_seconds
 from model.learner import Learner
-from model.precision import cpu_has_bf16, use_bf16
+from model.precision import cpu_has_bf16, name as precision_name, use_bf16
 from ops.runtime import keep_freed_memory
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
 from stream.contract.samples import Sample
@@ -265,7 +265,7 @@ def main() -> None:
     if args.precision == "both":
         precisions = ["fp32", "bf16"] if native else ["fp32"]
     else:
-        precisions = ["bf16" if use_bf16(args.precision, torch.device(args.device)) else "fp32"]
+        precisions = [precision_name(use_bf16(args.precision, torch.device(args.device)))]
     results = measure(args, precisions, steps, eval_sets, sync)
 
     best = max(results, key=lambda k: results[k]["train"])

@@ -37,6 +37,11 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+def name(bf16: bool) -> str:
+    """The precision a forward pass runs in, as logs and reports say it: bf16 or fp32."""
+    return "bf16" if bf16 else "fp32"
+
+
 def autocast(bf16: bool, device: torch.device):
     """The forward pass's context: bf16 autocast, or nothing (fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

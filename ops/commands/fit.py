@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.learner import Learner
+    from model.precision import name as precision_name
     from ops.runtime import keep_freed_memory
     from stream.contract.files import DataError, SourceUnavailable
     from stream.contract.offline import (
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"unisar fit: {len(rec)} rec and {len(search)} search training samples "
           f"({len(test)} held out: {held}; {validation.describe() if validation else 'no validation'}); "
           f"{total} steps of {args.batch_size} rec + {search_batch} search; forward pass in "
-          f"{'bf16' if learner.bf16 else 'fp32'} (--precision {args.precision})")
+          f"{precision_name(learner.bf16)} (--precision {args.precision})")
     rng = np.random.default_rng(args.seed)
     terms: dict[str, float] = {}
     losses: list[dict[str, float]] = []  # every step's terms: kept in the checkpoint, plotted beside it

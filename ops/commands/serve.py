@@ -97,5 +97,7 @@ async def _announce(server, bf16: bool) -> None:
     host, port = server.servers[0].sockets[0].getsockname()[:2]
     import torch
 
-    print(f"unisar serve: http://{host}:{port} (OpenAPI: /docs; precision {'bf16' if bf16 else 'fp32'}, "
+    from model.precision import name as precision_name
+
+    print(f"unisar serve: http://{host}:{port} (OpenAPI: /docs; precision {precision_name(bf16)}, "
           f"{torch.get_num_threads()} inference threads)", flush=True)

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from model.batch import collate, is_ranked
 from model.learner import Learner
 from model.metrics import hit_rate, ndcg
+from model.precision import name as precision_name
 from model.prequential import SlidingWindow, scored
 from model.registry import MODELS
 from ops.metrics import TrainerMetrics
@@ -96,7 +97,7 @@ class ContinualTrainer(ConsumerRebalanceListener):
             self.contenders.append(self._contender(spec, self._challenger_dir(spec.name).load_latest()))
         if state is not None:
             log.info("resumed from checkpoint at step %d, offsets %s", self.learner.step, self.offsets)
-        log.info("training forward pass in %s (--train-precision %s)", "bf16" if self.learner.bf16 else "fp32",
+        log.info("training forward pass in %s (--train-precision %s)", precision_name(self.learner.bf16),
                  settings.train_precision)
         limits = {c.learner.limits for c in self.contenders}
         if len(limits) > 1:
