@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from model.cpu import cpu_info
+
 
 def hardware_line() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "").split()
+    model, flags = cpu_info("model name") or "?", cpu_info("flags").split()
     bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["none"]
     mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -47,6 +47,7 @@ import torch
 
 from _products import record_products, replay_seconds
 from model.learner import Learner
+from model.cpu import cpu_info
 from model.precision import cpu_has_bf16, name as precision_name, use_bf16
 from ops.runtime import keep_freed_memory
 from stream.contract.history import History, RecBehaviour, SearchBehaviour
@@ -132,8 +133,7 @@ def matmul_peak(device: str, sync, dtype: torch.dtype = torch.float32, seconds: 
 
 def hardware(device: str) -> dict:
     """What the figures depend on: the CPU model, its bf16 instructions, the device."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or "unknown")
+    cpu = cpu_info("model name") or platform.processor() or "unknown"
     out = {"cpu": cpu, "cpu_bf16": cpu_has_bf16(), "device": device}
     if device == "cuda":
         out["gpu"] = torch.cuda.get_device_name()

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import torch
 
+from model.cpu import cpu_info
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = cpu_info("flags", cpuinfo).split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from model.cpu import cpu_info
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -46,14 +48,6 @@ def enabled() -> bool:
     return os.environ.get("UNISAR_NATIVE", "1") != "0"
 
 
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    return next((line for line in text.splitlines() if line.startswith("flags")), "")
-
-
 def _cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "unisar-stream" / "native"
@@ -65,7 +59,7 @@ def _build(source: Path) -> Path:
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise OSError("no C++ compiler (g++ or c++) on PATH")
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, *COMPILE, *LINK, _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, *COMPILE, *LINK, cpu_info("flags")]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"{source.stem}-{key}.so"
     if target.exists():
         return target
