@@ -13,15 +13,18 @@ is for: the consumer group and its assignor, a Table whose changelog follows its
   the state folder holds the same records whichever engine wrote it.
 - The broker is reached through faust's Kafka transport with end offsets read from fetches
   (stream.ingest.faust_transport), which the embedded broker needs for table recovery.
-- Durability has the default engine's order: each batch's samples, dead letters, forwards
-  and changelog records are flushed to the broker, then its histories are written to
-  RocksDB in one WriteBatch, and only then does faust ack the events, whose offsets it
-  commits later. A crash replays events whose histories may be stored already: their
-  offsets are in the histories, so they are skipped, never applied twice.
-- Writes go through the Table's changelog (`send_changelog`, with an explicit partition)
-  rather than `table[key] = value`: inside a `take_events` batch faust has no current event
-  to take the partition from, and one WriteBatch per batch is far cheaper than a RocksDB
-  put per event.
+- Durability has the default engine's order (stream.ingest.worker, `commit`): each batch's
+  samples, dead letters and forwards are on the broker before its changelog records are
+  sent, those are on the broker before its histories are written to RocksDB in one
+  WriteBatch, and only then does faust ack the events, whose offsets it commits later. A
+  crash replays events whose histories may be stored already: their offsets are in the
+  histories, so they are skipped, never applied twice.
+- Changelog records are sent as the producer's own records with an explicit partition,
+  awaited like the samples, rather than through `table[key] = value` or the Table's
+  `send_changelog`: inside a `take_events` batch faust has no current event to take the
+  partition from, faust's buffer behind `send_changelog` can return from a flush with
+  records still unsent (it gives up after 0.1 s without progress), and one WriteBatch per
+  batch is far cheaper than a RocksDB put per event.
 
 Run it with `unisar worker --engine faust`, or `faust -A stream.ingest.faust_main worker`
 (settings from UNISAR_* variables).
@@ -185,10 +188,15 @@ class FaustWorker:
                 await producer.send(s.dlq_topic, record.key, record.value, 0, None, headers)
                 self.metrics.count_dead_letter(why.stage)
             self.metrics.count_step(out.counts)
-        for user, value in histories.items():
-            self.table.send_changelog(partition_of[user], changelog_key(user), value)
-        await producer.flush()
-        self.table.data.write(histories)
+        await producer.flush()  # every sample, dead letter and forward is on the broker...
+        sent = [(partition_of[user], await producer.send(s.changelog_topic, changelog_key(user), value,
+                                                         partition_of[user], None, None))
+                for user, value in histories.items()]
+        await producer.flush()  # ...before any changelog record that says they were applied
+        positions: dict[int, int] = {}
+        for partition, future in sent:
+            positions[partition] = max(positions.get(partition, -1), (await future).offset)
+        self.table.data.write(histories, positions)
         done = time.time()
         for records in runs.values():
             for record in records:
@@ -222,10 +230,10 @@ class FaustWorker:
             action = self.watch.observe(tp.partition, position, high, now)
             if action == "seek":
                 # faust-streaming can leave a partition without fetches after a rebalance
-                # (faust-streaming/faust#629); a seek to the same offset restarts its fetches.
-                log.warning("events partition %d stopped at offset %d with %d to read: seeking", tp.partition,
-                            position, lag)
-                await consumer.seek(tp, position)
+                # (faust-streaming/faust#629); a seek restarts them (stream.ingest.faust_transport).
+                log.warning("events partition %d stopped at offset %d with %d to read: fetching it again",
+                            tp.partition, position, lag)
+                await consumer.refetch(tp)
             elif action == "fail":
                 self.failure = (f"events partition {tp.partition} stopped at offset {position} while new events "
                                 f"kept arriving, and a seek did not help; restart the worker")

@@ -29,10 +29,13 @@ class HistoryTableStore(SerializedStore):
 
     # -- what the worker uses ----------------------------------------------------------------
 
-    def write(self, histories: dict[int, bytes]) -> None:
-        """Store a batch's histories and the changelog positions acknowledged so far."""
-        positions, self._positions = self._positions, {}
-        self.history_store.apply(histories, {changelog.position_name(p): o for p, o in positions.items()})
+    def write(self, histories: dict[int, bytes], positions: dict[int, int] | None = None) -> None:
+        """Store a batch's histories with the changelog positions of their records
+        (`positions`: partition -> offset) and any acknowledged through faust since."""
+        merged, self._positions = self._positions, {}
+        for p, o in (positions or {}).items():
+            merged[p] = max(o, merged.get(p, -1))
+        self.history_store.apply(histories, {changelog.position_name(p): o for p, o in merged.items()})
 
     # -- faust's recovery and standby replicas ---------------------------------------------
 

@@ -1,10 +1,19 @@
-"""faust's Kafka transport with the end of a partition read from fetch responses.
+"""faust's Kafka transport, mended where faust-streaming 0.15 misreads the broker or can
+lose events. Broker URLs `unisar-kafka://` select it.
 
-The embedded Tansu broker answers ListOffsets(latest) with the last record batch's base
-offset + 1, short of the real end whenever that batch holds several records; faust's table
-recovery reads changelog ends that way, so it refused a store that was ahead of it
-(ConsistencyError) and would have stopped short of the newest histories. Broker URLs
-`unisar-kafka://` select this transport; on Kafka both ways give the log end.
+- **End offsets from fetches.** The embedded Tansu broker answers ListOffsets(latest) with
+  the last record batch's base offset + 1, short of the real end whenever that batch holds
+  several records; faust's table recovery reads changelog ends that way, so it refused a
+  store that was ahead of it (ConsistencyError) and would have stopped short of the newest
+  histories. On Kafka both ways give the log end.
+- **A partition with no committed offset is sought too.** After a rebalance faust drops the
+  events its streams had queued and seeks every partition back to its committed offset,
+  but aiokafka seeks only where that offset is above 0: a partition not yet committed (or
+  committed at 0) kept its fetch position past the dropped events, so they were never read
+  again, and faust committed past them (with no committed offset it does not look for a
+  hole before the first offset acknowledged). Here such a partition is sought to its first
+  offset.
+- **A stalled partition is read again without dropping events** (`refetch`).
 """
 from __future__ import annotations
 
@@ -26,6 +35,33 @@ class _EndOffsetsThread(aiokafka_driver.AIOKafkaConsumerThread):
 class _EndOffsetsConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> _EndOffsetsThread:
         return _EndOffsetsThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        await seek_unsought(self)
+
+    async def refetch(self, tp) -> None:
+        """Read `tp` again from the first offset not yet handed to a stream: restarts a
+        partition whose fetches stopped (faust-streaming/faust#629) without dropping the
+        events already fetched but not yet handed over (a seek to the fetch position drops
+        them, and faust then commits past them)."""
+        delivered = self._read_offset.get(tp)
+        offset = delivered + 1 if delivered is not None else self._committed_offset.get(tp)
+        if offset is not None:
+            await self.seek(tp, offset)
+
+
+async def seek_unsought(consumer) -> list:
+    """Seek each assigned stream partition that faust's seek to the committed offsets left
+    where it was (none committed, or 0) to its first offset. Returns those partitions."""
+    tables = consumer.app.tables.changelog_topics  # table recovery positions those itself
+    unsought = [tp for tp in consumer.assignment()
+                if tp.topic not in tables and not consumer._committed_offset.get(tp)]
+    if unsought:
+        first = await consumer.earliest_offsets(*unsought)
+        for tp in unsought:
+            await consumer.seek(tp, first[tp])
+    return unsought
 
 
 class EndOffsetsTransport(aiokafka_driver.Transport):

@@ -185,15 +185,18 @@ class StreamWorker(ConsumerRebalanceListener):
     async def commit(self) -> None:
         """Make everything read so far durable, in this order:
 
-        1. send the changelog records (latest history of each dirty user) and wait until the
-           broker has every sample, dead letter and changelog record;
-        2. write the histories and the changelog positions to RocksDB in one WriteBatch;
-        3. commit the consumer offsets to Kafka.
+        1. wait until the broker has every sample, dead letter and forwarded event;
+        2. send the changelog records (latest history of each dirty user) and wait until the
+           broker has them;
+        3. write the histories and the changelog positions to RocksDB in one WriteBatch;
+        4. commit the consumer offsets to Kafka.
 
-        A crash before 2 replays the events: their samples may repeat (at-least-once, by
+        A crash before 3 replays the events: their samples may repeat (at-least-once, by
         event_id), their state is rebuilt from the changelog or recomputed, never doubled.
-        A crash between 2 and 3 replays events whose offsets the histories already hold:
-        they are skipped. Nothing read is lost, because offsets move only after 1 and 2.
+        A crash between 3 and 4 replays events whose offsets the histories already hold:
+        they are skipped. Nothing read is lost, because offsets move only after 1 to 3, and
+        no history on the changelog (which a restarted or new owner restores, then skips
+        the events it holds) is ahead of the samples those events made: hence 1 before 2.
         """
         async with self._state_lock:
             pending, self.pending = self.pending, Pending()
@@ -201,6 +204,7 @@ class StreamWorker(ConsumerRebalanceListener):
                 return
             started = time.monotonic()
             topic = self.settings.changelog_topic
+            await self._sender.flush()
             for user, value in pending.histories.items():
                 await self._sender.append(topic, pending.partition_of[user], changelog_key(user), value)
             last = await self._sender.flush()
