@@ -2,16 +2,29 @@
 fresh topic names per test, and a way to run `unisar worker` as a real process."""
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from cores import THREADS
+
+# Before torch is imported here or in a child process (`unisar demo`, `unisar train`).
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 from ops.broker import EmbeddedBroker, free_port
 from ops.metrics import scrape
 from ops.processes import Child
 from ops.settings import Settings
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that reaches the broker (through `broker`, `settings` or `worker_factory`) is an
+    integration test wherever it lives: `make check` leaves out every one of them."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cores import THREADS
 
 from planted import planted_samples
 
@@ -13,8 +14,8 @@ TINY = dict(
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    torch.set_num_threads(2)
+def _threads():
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from planted import planted_events, write_jsonl
 
 from ops.cli import main
 
+SLOW = pytest.mark.slow  # reads `checkpoint`: a 40 s fit, once per module (`make check` leaves these out)
+
 
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory):
@@ -26,6 +28,7 @@ def checkpoint(events_file, tmp_path_factory):
     return out
 
 
+@SLOW
 def test_fit_then_eval_learns_the_planted_transitions(events_file, checkpoint, tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(checkpoint), "--events", str(events_file), "--json", str(report)]) == 0
@@ -39,11 +42,13 @@ def test_fit_then_eval_learns_the_planted_transitions(events_file, checkpoint, t
         assert results["tasks"][task]["HR@10"] > 0.2, results["tasks"]  # random: 0.10
 
 
+@SLOW
 def test_full_ranking_is_reported_as_such(events_file, checkpoint, capsys):
     assert main(["eval", "--checkpoint", str(checkpoint), "--events", str(events_file), "--full-ranking"]) == 0
     assert "full ranking" in capsys.readouterr().out
 
 
+@SLOW
 def test_bad_inputs_get_a_message_and_a_non_zero_exit(events_file, checkpoint, tmp_path, capsys):
     missing = str(tmp_path / "nope.jsonl")
     assert main(["fit", "--events", missing, "--out", str(tmp_path / "x.pt")]) == 2
@@ -107,6 +112,7 @@ def test_the_old_holdout_flag_still_works_with_a_one_line_warning(events_file, t
     assert "(the latest 0.3 of all samples in event time)" in captured.out
 
 
+@SLOW
 def test_fit_keeps_its_loss_history_and_plots_it_beside_the_checkpoint(checkpoint):
     import torch
 
@@ -117,6 +123,7 @@ def test_fit_keeps_its_loss_history_and_plots_it_beside_the_checkpoint(checkpoin
     assert plot.exists() and plot.stat().st_size > 10_000
 
 
+@SLOW
 def test_eval_scores_a_later_file_with_the_history_of_an_earlier_one(events_file, checkpoint, tmp_path):
     """A time split kept as two files: --history replays the first as history, unscored, and
     every sample of the second is scored with each user's whole history."""

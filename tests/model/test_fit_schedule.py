@@ -138,6 +138,7 @@ def test_validation_zero_keeps_the_plain_run(events_file, tmp_path, capsys):
     assert "--validation: expected a fraction in [0, 1), got 1.0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 20 epochs of `unisar fit`, about 30 s
 def test_short_epochs_are_validated_no_more_often_than_every_30_steps(events_file, tmp_path, capsys):
     from ops.commands.fit import MIN_EVAL_STEPS
 

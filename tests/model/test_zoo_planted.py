@@ -11,6 +11,8 @@ from planted import planted_events, write_jsonl
 
 from ops.cli import main
 
+pytestmark = pytest.mark.slow  # 15-40 s a model
+
 # model -> flags of `unisar fit`: tiny and without dropout, so each trains in seconds
 RECIPES = {
     "sasrec": ["--set", "d=16", "--set", "dropout=0"],

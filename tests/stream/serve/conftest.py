@@ -5,14 +5,15 @@ import shutil
 
 import pytest
 import torch
+from cores import THREADS
 from serving import trained_learner
 
 from state.checkpoints import CheckpointDir
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    torch.set_num_threads(2)
+def _threads():
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
