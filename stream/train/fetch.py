@@ -64,6 +64,8 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
     while not stop.is_set():
         fetched = await consumer.getmany(timeout_ms=200)
         now = time.time()
+        if lag is not None:  # now: queueing a large fetch can wait on the trainer for long
+            await _report_lag(consumer, lag, trained or {})
         for tp, records in fetched.items():
             shed, last = 0, -1  # a run of stale records: one queue entry for all of them
             passed, landing = jumps.pop(tp, (None, None))
@@ -100,13 +102,14 @@ async def fetch(consumer, admission: Admission, queue: asyncio.Queue, stop: asyn
                 if target is not None:
                     jumps[tp] = (last + 1, target)
                     consumer.seek(tp, target)
-        if lag is None:
-            continue
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                done = (trained or {}).get(tp.partition)
-                lag.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp) if done is None else done)))
+
+
+async def _report_lag(consumer, lag, trained: dict[int, int]) -> None:
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            done = trained.get(tp.partition)
+            lag.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp) if done is None else done)))
 
 
 async def next_batch(queue: asyncio.Queue, stop: asyncio.Event, admission: Admission, batch_size: int,

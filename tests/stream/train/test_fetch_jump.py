@@ -145,3 +145,25 @@ def test_a_jump_that_lands_on_a_stale_record_is_taken():
     stream = even_stream(13.0)
     _, consumer = run_fetch(stream, max_staleness_s=2.0)
     assert consumer.seeks and all(a < b for a, b in zip(consumer.seeks, consumer.seeks[1:]))  # never back
+
+
+
+def test_lag_is_reported_while_a_large_fetch_waits_on_the_trainer():
+    """A trainer busy with a step leaves the fetcher waiting to queue its fetch: the lag must
+    be on /metrics then. It was set only once the whole fetch was queued, and a trainer
+    under load showed no lag for its whole run (tests/integration/test_monitoring_live.py)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    lag = Gauge("lag", "lag", ["partition"], registry=CollectorRegistry())
+
+    async def run() -> float:
+        stop, queue = asyncio.Event(), asyncio.Queue(maxsize=1)  # the trainer takes nothing
+        consumer = FakeConsumer(even_stream(1.0), per_fetch=5000, stop=stop)
+        consumer.assignment = lambda: [consumer.tp]
+        task = asyncio.create_task(fetch(consumer, Admission(1 << 16, None), queue, stop, lag, trained={0: 0}))
+        await asyncio.sleep(0.2)
+        assert queue.full() and not task.done()  # waiting to queue the second record of 5,000
+        task.cancel()
+        return lag.labels("0")._value.get()
+
+    assert asyncio.run(run()) == 5000  # the whole partition, none of it trained yet
