@@ -17,10 +17,13 @@ lose events. Broker URLs `unisar-kafka://` select it.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 from faust.transport import drivers as faust_transports
 from faust.transport.drivers import aiokafka as aiokafka_driver
+
+log = logging.getLogger(__name__)
 
 
 class _EndOffsetsThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -38,7 +41,9 @@ class _EndOffsetsConsumer(aiokafka_driver.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        await seek_unsought(self)
+        if unsought := await seek_unsought(self):
+            log.info("partitions with no committed offset read from their first offset: %s",
+                     sorted(f"{tp.topic}/{tp.partition}" for tp in unsought))
 
     async def refetch(self, tp) -> None:
         """Read `tp` again from the first offset not yet handed to a stream: restarts a
